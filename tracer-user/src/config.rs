@@ -1,0 +1,326 @@
+//! A validated configuration, built from the command line. Everything a user can get wrong
+//! is caught here, before anything is loaded, with a message that says what to type.
+use std::{
+    io::IsTerminal as _, net::IpAddr, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration,
+};
+
+use tracer_common::{COMM_LEN, V4_MAPPED_PREFIX};
+
+use crate::{
+    cli::{FilterArgs, Format, TraceArgs, TuningArgs},
+    exit::StartError,
+};
+
+/// A destination prefix, stored the way the kernel filter stores it: IPv4 as IPv4-mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: [u8; 16],
+    /// Prefix length over the 128-bit (mapped) address.
+    pub prefix_len: u32,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (ip, len) = match text.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (text, None),
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| {
+            format!("--dest {text}: not an IP address or CIDR (e.g. 10.0.0.0/8, fd00::/16)")
+        })?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(len) => len
+                .parse::<u32>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("--dest {text}: prefix length must be 0 to {max}"))?,
+        };
+        Ok(match ip {
+            IpAddr::V4(v4) => {
+                let mut addr = [0u8; 16];
+                addr[..12].copy_from_slice(&V4_MAPPED_PREFIX);
+                addr[12..].copy_from_slice(&v4.octets());
+                Cidr {
+                    addr,
+                    prefix_len: 96 + len,
+                }
+            }
+            IpAddr::V6(v6) => Cidr {
+                addr: v6.octets(),
+                prefix_len: len,
+            },
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = u128::from_be_bytes(self.addr);
+        let other = match ip {
+            IpAddr::V4(v4) => u128::from_be_bytes(v4.to_ipv6_mapped().octets()),
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        let mask = u128::MAX.checked_shl(128 - self.prefix_len).unwrap_or(0);
+        bits & mask == other & mask
+    }
+}
+
+/// Which connections to watch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub port: Option<u16>,
+    pub dests: Vec<Cidr>,
+    pub netns: Option<u32>,
+}
+
+impl Filters {
+    pub fn from_args(args: &FilterArgs) -> Result<Filters, StartError> {
+        let usage = StartError::Usage;
+        if let Some(comm) = &args.comm
+            && (comm.is_empty() || comm.len() >= COMM_LEN)
+        {
+            return Err(usage(format!(
+                "--comm {comm:?}: a task name is 1 to {} bytes (as in /proc/PID/comm)",
+                COMM_LEN - 1
+            )));
+        }
+        if args.port == Some(0) {
+            return Err(usage("--port 0: give a port from 1 to 65535".into()));
+        }
+        if args.pid == Some(0) {
+            return Err(usage("--pid 0: give a process id".into()));
+        }
+        let max = tracer_common::defaults::MAX_DEST_PREFIXES as usize;
+        if args.dest.len() > max {
+            return Err(usage(format!("--dest: at most {max} prefixes")));
+        }
+        let dests = args
+            .dest
+            .iter()
+            .map(|d| Cidr::parse(d))
+            .collect::<Result<_, _>>()
+            .map_err(usage)?;
+        let netns = args
+            .netns
+            .as_deref()
+            .map(resolve_netns)
+            .transpose()
+            .map_err(usage)?;
+        Ok(Filters {
+            pid: args.pid,
+            comm: args.comm.clone(),
+            port: args.port,
+            dests,
+            netns,
+        })
+    }
+
+    /// The comm filter as the kernel compares it: NUL-padded to 16 bytes.
+    pub fn comm_bytes(&self) -> Option<[u8; COMM_LEN]> {
+        self.comm.as_ref().map(|c| {
+            let mut out = [0u8; COMM_LEN];
+            out[..c.len()].copy_from_slice(c.as_bytes());
+            out
+        })
+    }
+}
+
+/// A network namespace given as an inode number or as a path to a namespace file.
+pub fn resolve_netns(text: &str) -> Result<u32, String> {
+    if let Ok(inode) = text.parse::<u32>() {
+        return Ok(inode);
+    }
+    let meta = std::fs::metadata(text).map_err(|e| {
+        format!("--netns {text}: {e} (give an inode number, /run/netns/NAME or /proc/PID/ns/net)")
+    })?;
+    u32::try_from(meta.ino())
+        .map_err(|_| format!("--netns {text}: inode {} out of range", meta.ino()))
+}
+
+/// Kernel-side sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    pub ring_buffer_bytes: u32,
+    pub max_connections: u32,
+    pub tracefs: Option<PathBuf>,
+}
+
+impl Tuning {
+    pub fn from_args(args: &TuningArgs) -> Result<Tuning, StartError> {
+        let size = args.ring_buffer_size;
+        if size < 4096 || !size.is_power_of_two() {
+            return Err(StartError::Usage(format!(
+                "--ring-buffer-size {size}: must be a power of two of at least 4096"
+            )));
+        }
+        if args.max_connections == 0 {
+            return Err(StartError::Usage(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        Ok(Tuning {
+            ring_buffer_bytes: size,
+            max_connections: args.max_connections,
+            tracefs: args.tracefs.clone(),
+        })
+    }
+}
+
+/// Everything `conntrace trace` needs, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceConfig {
+    pub filters: Filters,
+    pub tuning: Tuning,
+    pub format: Format,
+    pub all: bool,
+    pub duration: Option<Duration>,
+    /// `None`: stats only at exit.
+    pub stats_interval: Option<Duration>,
+    pub retransmits: bool,
+    pub args: bool,
+}
+
+impl TraceConfig {
+    pub fn from_args(args: &TraceArgs) -> Result<TraceConfig, StartError> {
+        let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+            Format::Text
+        } else {
+            Format::Json
+        });
+        Ok(TraceConfig {
+            filters: Filters::from_args(&args.filters)?,
+            tuning: Tuning::from_args(&args.tuning)?,
+            format,
+            all: args.all,
+            duration: args
+                .duration
+                .map(|d| seconds("--duration", d, false))
+                .transpose()?,
+            stats_interval: Some(seconds("--stats-interval", args.stats_interval, true)?)
+                .filter(|d| !d.is_zero()),
+            retransmits: args.retransmits,
+            args: !args.no_args,
+        })
+    }
+}
+
+/// A positive number of seconds (`zero_ok`: or 0), as a Duration.
+pub fn seconds(flag: &str, value: f64, zero_ok: bool) -> Result<Duration, StartError> {
+    let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0)) && value < 1e9;
+    if !ok {
+        return Err(StartError::Usage(format!(
+            "{flag} {value}: give a positive number of seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_cidr_is_stored_mapped() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert_eq!(c.prefix_len, 112);
+        assert_eq!(c.addr[10..], [0xff, 0xff, 10, 1, 0, 0]);
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn bare_address_is_a_host_prefix() {
+        let c = Cidr::parse("fd00::1").unwrap();
+        assert_eq!(c.prefix_len, 128);
+        assert!(c.contains("fd00::1".parse().unwrap()));
+        assert!(!c.contains("fd00::2".parse().unwrap()));
+    }
+
+    #[test]
+    fn zero_prefix_matches_everything_of_its_width() {
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("192.0.2.1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("::/0")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(Cidr::parse("::/0").unwrap().prefix_len, 0);
+    }
+
+    #[test]
+    fn bad_cidrs_say_why() {
+        assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
+        assert!(
+            Cidr::parse("example.com")
+                .unwrap_err()
+                .contains("not an IP")
+        );
+        assert!(Cidr::parse("fd00::/129").unwrap_err().contains("0 to 128"));
+    }
+
+    #[test]
+    fn comm_longer_than_the_kernel_keeps_is_refused() {
+        let args = FilterArgs {
+            comm: Some("a-very-long-process-name".into()),
+            ..FilterArgs::default()
+        };
+        assert!(matches!(
+            Filters::from_args(&args),
+            Err(StartError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn comm_is_nul_padded() {
+        let f = Filters {
+            comm: Some("curl".into()),
+            ..Filters::default()
+        };
+        assert_eq!(&f.comm_bytes().unwrap(), b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
+    }
+
+    #[test]
+    fn netns_accepts_inode_or_path() {
+        assert_eq!(resolve_netns("4026531840"), Ok(4_026_531_840));
+        assert!(resolve_netns("/proc/self/ns/net").is_ok());
+        assert!(
+            resolve_netns("/no/such/netns")
+                .unwrap_err()
+                .contains("/no/such/netns")
+        );
+    }
+
+    #[test]
+    fn ring_buffer_size_must_be_a_power_of_two() {
+        let mut t = TuningArgs {
+            ring_buffer_size: 5000,
+            max_connections: 1,
+            tracefs: None,
+        };
+        assert!(Tuning::from_args(&t).is_err());
+        t.ring_buffer_size = 8192;
+        assert!(Tuning::from_args(&t).is_ok());
+    }
+
+    #[test]
+    fn seconds_must_be_positive() {
+        assert!(seconds("--duration", 0.0, false).is_err());
+        assert!(seconds("--duration", -1.0, false).is_err());
+        assert!(seconds("--duration", f64::NAN, false).is_err());
+        assert_eq!(
+            seconds("--stats-interval", 0.0, true).unwrap(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            seconds("--duration", 1.5, false).unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+}

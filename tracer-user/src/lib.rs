@@ -1,0 +1,21 @@
+//! conntrace: every TCP connect attempt on this host, classified from the kernel.
+//!
+//! The pipeline, one module each: [`kernel`] facts about the running kernel, [`loader`]
+//! loads and attaches the eBPF programs, [`decode`] turns ring-buffer bytes into wire
+//! records, [`classify`] turns those into [`model::ConnEvent`]s, [`enrich`] adds what
+//! procfs knows, [`output`] writes JSON lines or text, and [`collector`] runs the loop.
+//! Everything but `loader`, `kernel` and `collector` is pure and tested without root.
+pub mod app;
+pub mod classify;
+pub mod cli;
+pub mod collector;
+pub mod config;
+pub mod decode;
+pub mod enrich;
+pub mod errno;
+pub mod exit;
+pub mod kernel;
+pub mod loader;
+pub mod model;
+pub mod output;
+pub mod stats;

@@ -1,0 +1,121 @@
+//! Aligned columns for people at a terminal.
+use std::io::Write;
+
+use super::{
+    RunInfo,
+    time::{clock_millis, human_duration},
+};
+use crate::{
+    errno,
+    model::{Action, ConnEvent, Reason, tcp_state_name},
+    stats::Snapshot,
+};
+
+pub fn write_header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:>7} {:<15} {:<24} {:<24} {:<17} DETAIL",
+        "TIME", "PID", "COMM", "SOURCE", "DESTINATION", "EVENT"
+    )
+}
+
+pub fn write_event(out: &mut impl Write, e: &ConnEvent) -> std::io::Result<()> {
+    let source = e.source.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    writeln!(
+        out,
+        "{:<12} {:>7} {:<15} {:<24} {:<24} {:<17} {}",
+        clock_millis(e.time_ns),
+        e.process.pid,
+        e.process.name,
+        source,
+        e.destination.to_string(),
+        event_label(e),
+        detail(e)
+    )
+}
+
+/// `refused`, `reset received`, `lost (timeout)`, ...
+fn event_label(e: &ConnEvent) -> String {
+    match e.action {
+        Action::Connect if e.reason == Reason::Success => "connected".into(),
+        Action::Connect => e.reason.as_str().replace('_', " "),
+        Action::Reset => format!("reset {}", e.reason.as_str()),
+        Action::Lost => format!("lost ({})", e.reason.as_str()),
+        Action::Close => "closed".into(),
+        Action::Retransmit => "retransmit".into(),
+    }
+}
+
+fn plural(n: u32, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn detail(e: &ConnEvent) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(n) = e.errno {
+        parts.push(errno::name(n));
+    }
+    match e.action {
+        Action::Connect => {
+            if let Some(d) = e.duration_ns {
+                let verb = if e.reason == Reason::Success {
+                    "in"
+                } else {
+                    "after"
+                };
+                parts.push(format!("{verb} {}", human_duration(d)));
+            }
+            if e.reason != Reason::Success && e.reason != Reason::LocalError {
+                parts.push(plural(e.syns_sent(), "SYN"));
+            }
+        }
+        _ => {
+            if let Some(state) = e.tcp_state.and_then(tcp_state_name) {
+                parts.push(format!("in {state}"));
+            }
+            if let Some(age) = e.age_ns {
+                parts.push(format!("age {}", human_duration(age)));
+            }
+            if e.retransmits > 0 {
+                parts.push(plural(e.retransmits, "retransmit"));
+            }
+        }
+    }
+    parts.join(", ")
+}
+
+/// Stats go to stderr in text mode, so that the table on stdout stays a table.
+pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
+    let kinds: Vec<String> = s
+        .counts
+        .by_kind
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    writeln!(
+        out,
+        "conntrace: {}stats: {} records ({}), {} lost, {} in flight, {} not followed (map full)",
+        if s.is_final { "final " } else { "" },
+        s.counts.received,
+        if kinds.is_empty() {
+            "none".into()
+        } else {
+            kinds.join(" ")
+        },
+        s.kernel.lost,
+        s.kernel.in_flight,
+        s.kernel.socks_full
+    )
+}
+
+pub fn write_start(out: &mut impl Write, info: &RunInfo) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "conntrace: tracing TCP connects on {} (kernel {}, tcp_connect hook: {})",
+        info.host, info.kernel, info.connect_hook
+    )
+}
