@@ -268,6 +268,9 @@ pub struct TracepointOffsets {
     // tcp/tcp_retransmit_skb
     pub retransmit_skaddr: u16,
     pub retransmit_state: u16,
+    /// Absent before Linux 6.13 (0 then): older kernels fire the tracepoint only for
+    /// retransmits that were sent, newer ones for failed attempts too, with `err` set.
+    pub retransmit_err: u16,
     // tcp/tcp_receive_reset
     pub receive_reset_skaddr: u16,
     // tcp/tcp_send_reset
@@ -279,7 +282,7 @@ pub struct TracepointOffsets {
     pub exit_connect_ret: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 34);
 
 /// Byte offsets into kernel structures, resolved from the kernel's BTF at start-up
 /// (`/sys/kernel/btf/vmlinux`). Nothing is read through them unless `resolved` is 1.

@@ -16,6 +16,7 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     set_state_daddr_v6: 0,
     retransmit_skaddr: 0,
     retransmit_state: 0,
+    retransmit_err: 0,
     receive_reset_skaddr: 0,
     send_reset_skaddr: 0,
     enter_connect_fd: 0,

@@ -21,6 +21,13 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<i64, i64> {
     // SAFETY: offsets come from this tracepoint's format file.
     let sk: u64 = unsafe { ctx.read_at(o.retransmit_skaddr.into()) }?;
     let state: i32 = unsafe { ctx.read_at(o.retransmit_state.into()) }?;
+    if o.retransmit_err != 0 {
+        // SAFETY: as above.
+        let err: i32 = unsafe { ctx.read_at(o.retransmit_err.into()) }?;
+        if err != 0 {
+            return Ok(0); // not sent: nothing went on the wire
+        }
+    }
     let info = sock_info(sk).ok_or(0)?;
     if state as u8 == tcp_state::SYN_SENT {
         info.syn_retransmits += 1;

@@ -130,6 +130,15 @@ impl Format {
         })
     }
 
+    /// Like [`Format::offset`], for a field that older kernels do not have.
+    pub fn optional_offset(&self, field: &str, sizes: &[u16]) -> Result<Option<u16>, StartError> {
+        if self.fields.contains_key(field) {
+            self.offset(field, sizes).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The offset of `field`, checking its size is one we read it with.
     pub fn offset(&self, field: &str, sizes: &[u16]) -> Result<u16, StartError> {
         let f = self.fields.get(field).ok_or_else(|| {
@@ -168,6 +177,7 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, StartErro
         set_state_daddr_v6: state.offset("daddr_v6", &[16])?,
         retransmit_skaddr: retransmit.offset("skaddr", &[8])?,
         retransmit_state: retransmit.offset("state", &[4])?,
+        retransmit_err: retransmit.optional_offset("err", &[4])?.unwrap_or(0),
         receive_reset_skaddr: receive_reset.offset("skaddr", &[8])?,
         send_reset_skaddr: send_reset.offset("skaddr", &[8])?,
         // Syscall arguments are stored as 8-byte slots.

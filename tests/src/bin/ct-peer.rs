@@ -1,0 +1,188 @@
+//! `ct-peer`: the client and server the privileged tests run inside their namespaces.
+//!
+//! Every mode prints `{"pid": N, "ready": true}` first (for a server: once it listens),
+//! then one JSON line per result, so that a test knows the pid to expect in conntrace's
+//! records and what the application itself saw.
+use std::{
+    io::Read as _,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use socket2::{Domain, Socket, TcpKeepalive, Type};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map(String::as_str).unwrap_or("");
+    let opts = Opts::parse(&args[1..]);
+    match mode {
+        "serve" => serve(&opts),
+        "connect" => connect(&opts),
+        "abandon" => abandon(&opts),
+        _ => {
+            eprintln!("usage: ct-peer serve|connect|abandon --addr IP --port N [options]");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Opts {
+    addr: Option<IpAddr>,
+    port: u16,
+    count: u32,
+    threads: u32,
+    hold_ms: u64,
+    after_ms: u64,
+    reset_after_ms: Option<u64>,
+    keepalive: bool,
+    wait_close: bool,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let mut o = Opts {
+            count: 1,
+            threads: 1,
+            ..Opts::default()
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .unwrap_or_else(|| panic!("{flag} needs a value"))
+                    .clone()
+            };
+            match flag.as_str() {
+                "--addr" => o.addr = Some(value().parse().expect("--addr IP")),
+                "--port" => o.port = value().parse().expect("--port N"),
+                "--count" => o.count = value().parse().expect("--count N"),
+                "--threads" => o.threads = value().parse().expect("--threads N"),
+                "--hold-ms" => o.hold_ms = value().parse().expect("--hold-ms N"),
+                "--after-ms" => o.after_ms = value().parse().expect("--after-ms N"),
+                "--reset-after-ms" => {
+                    o.reset_after_ms = Some(value().parse().expect("--reset-after-ms N"))
+                }
+                "--keepalive" => o.keepalive = true,
+                "--wait-close" => o.wait_close = true,
+                other => panic!("unknown option {other}"),
+            }
+        }
+        o
+    }
+
+    fn target(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.expect("--addr is required"), self.port)
+    }
+}
+
+fn ready() {
+    println!("{{\"pid\": {}, \"ready\": true}}", std::process::id());
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+fn new_socket(target: SocketAddr) -> Socket {
+    Socket::new(Domain::for_address(target), Type::STREAM, None).expect("socket")
+}
+
+/// Accepts connections on [::]:port (IPv4 too); closes each at once, holds it open for
+/// `--hold-ms`, or resets it after `--reset-after-ms` with SO_LINGER 0.
+fn serve(o: &Opts) {
+    let listener = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
+    listener.set_only_v6(false).expect("dual stack");
+    listener.set_reuse_address(true).expect("reuseaddr");
+    let any: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, o.port).into();
+    listener.bind(&any.into()).expect("bind");
+    listener.listen(1024).expect("listen");
+    ready();
+    loop {
+        let Ok((conn, _)) = listener.accept() else {
+            continue;
+        };
+        match o.reset_after_ms {
+            Some(ms) => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    let _ = conn.set_linger(Some(Duration::ZERO));
+                    drop(conn);
+                });
+            }
+            None if o.hold_ms > 0 => {
+                let hold = o.hold_ms;
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(hold));
+                    drop(conn);
+                });
+            }
+            None => drop(conn),
+        }
+    }
+}
+
+/// Blocking connects: `--count` per thread, `--threads` threads. Prints one line per
+/// attempt: {"result": "ok"} or {"errno": N}; with --wait-close, also how it ended.
+fn connect(o: &Opts) {
+    ready();
+    let target = o.target();
+    if o.threads == 1 {
+        (0..o.count).for_each(|_| connect_once(o, target));
+        return;
+    }
+    std::thread::scope(|s| {
+        for _ in 0..o.threads {
+            s.spawn(|| {
+                for _ in 0..o.count {
+                    connect_once(o, target);
+                }
+            });
+        }
+    });
+}
+
+fn connect_once(o: &Opts, target: SocketAddr) {
+    let sock = new_socket(target);
+    if o.keepalive {
+        let ka = TcpKeepalive::new()
+            .with_time(Duration::from_secs(1))
+            .with_interval(Duration::from_secs(1))
+            .with_retries(2);
+        sock.set_tcp_keepalive(&ka).expect("keepalive");
+    }
+    match sock.connect(&target.into()) {
+        Ok(()) => println!("{{\"result\": \"ok\"}}"),
+        Err(e) => {
+            println!("{{\"errno\": {}}}", errno_of(&e));
+            return;
+        }
+    }
+    if o.hold_ms > 0 {
+        std::thread::sleep(Duration::from_millis(o.hold_ms));
+    }
+    if o.wait_close {
+        let mut stream: std::net::TcpStream = sock.into();
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(_) => println!("{{\"closed\": \"eof\"}}"),
+            Err(e) => println!("{{\"closed_errno\": {}}}", errno_of(&e)),
+        }
+    }
+}
+
+/// A non-blocking connect, closed after `--after-ms` without waiting for the answer: what
+/// an application with a short connect timeout does.
+fn abandon(o: &Opts) {
+    ready();
+    let target = o.target();
+    let sock = new_socket(target);
+    sock.set_nonblocking(true).expect("nonblocking");
+    match sock.connect(&target.into()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        other => panic!("expected EINPROGRESS, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(o.after_ms));
+    drop(sock);
+    println!("{{\"result\": \"abandoned\"}}");
+}

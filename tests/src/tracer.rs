@@ -1,0 +1,120 @@
+//! A running `conntrace trace -o json --all`, filtered to one namespace, whose records a
+//! test collects and asserts on.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// The conntrace binary: `CONNTRACE_BIN` (set by `cargo xtask test`), else the one cargo
+/// built beside this test executable.
+pub fn conntrace_bin() -> PathBuf {
+    crate::built_binary("conntrace", "CONNTRACE_BIN")
+}
+
+pub struct Tracer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub start: Value,
+}
+
+impl Tracer {
+    /// Starts `conntrace trace -o json --all --stats-interval 0 --netns NETNS EXTRA...` and
+    /// waits for its start record (the programs are attached by then).
+    pub fn start(netns: &Path, extra: &[&str]) -> Tracer {
+        let mut child = Command::new(conntrace_bin())
+            .args([
+                "trace",
+                "-o",
+                "json",
+                "--all",
+                "--stats-interval",
+                "0",
+                "--netns",
+            ])
+            .arg(netns)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start conntrace");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("conntrace printed no start record in 30 s");
+        let start: Value = serde_json::from_str(&first).expect("start record is JSON");
+        assert_eq!(start["event"]["action"], "start", "first record: {first}");
+        check_expected_hook(&start);
+        Tracer {
+            child,
+            lines,
+            start,
+        }
+    }
+
+    /// Stops conntrace with SIGINT (it drains and writes its final stats) and returns every
+    /// record after the start record, the final stats last.
+    pub fn stop(mut self) -> Vec<Value> {
+        // SAFETY: kill() with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait for conntrace");
+        assert!(status.success(), "conntrace exited with {status}");
+        self.lines
+            .try_iter()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// Stops after giving late events (timeouts, keepalive losses) `settle` to arrive.
+    pub fn stop_after(self, settle: Duration) -> Vec<Value> {
+        thread::sleep(settle);
+        self.stop()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In the VM tier, `CONNTRACE_EXPECT_HOOK=fentry,kprobe` says which attach paths are
+/// acceptable there: the test fails if conntrace fell back to another.
+fn check_expected_hook(start: &Value) {
+    if let Ok(expected) = std::env::var("CONNTRACE_EXPECT_HOOK") {
+        let hook = start["conntrace"]["connect_hook"].as_str().unwrap_or("");
+        assert!(
+            expected.split(',').any(|h| h == hook),
+            "tcp_connect hook is {hook:?}, expected one of {expected}"
+        );
+    }
+}
+
+/// Connection records (not start or stats) with this action.
+pub fn records<'a>(all: &'a [Value], action: &str) -> Vec<&'a Value> {
+    all.iter()
+        .filter(|r| r["event"]["kind"] == "event" && r["event"]["action"] == action)
+        .collect()
+}
+
+/// The final stats record.
+pub fn final_stats(all: &[Value]) -> &Value {
+    all.iter()
+        .rev()
+        .find(|r| r["event"]["action"] == "stats")
+        .expect("a final stats record")
+}

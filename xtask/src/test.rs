@@ -1,0 +1,202 @@
+//! `cargo xtask test`: every tier, in order, stopping at the first failure.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    setup,
+    util::{self, cargo, cargo_bin, target_dir, workspace_root},
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the Debian 6.1 VM tier (it is never skipped in CI).
+    #[arg(long)]
+    pub no_vm: bool,
+    /// Only the privileged tests whose names contain this.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if args.no_vm && in_ci {
+        bail!("--no-vm is not allowed in CI: the 6.1 kernel tier must run there");
+    }
+    setup::run(&setup::Args {
+        toolchain: false,
+        no_vm: args.no_vm,
+        bench: false,
+    })?;
+    step("format", || cargo(&["fmt", "--all", "--check"]))?;
+    step("clippy (userspace)", || {
+        cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])
+    })?;
+    step("clippy (eBPF)", clippy_ebpf)?;
+    step("unit tests", || {
+        cargo(&[
+            "test",
+            "--package",
+            "tracer-common",
+            "--package",
+            "tracer-user",
+            "--package",
+            "xtask",
+        ])
+    })?;
+    let privileged = step("build privileged tests", build_privileged)?;
+    step("privileged tests on this kernel", || {
+        run_privileged_here(&privileged, args.filter.as_deref())
+    })?;
+    if !args.no_vm {
+        step("privileged tests in the Debian 6.1 VM", || {
+            run_privileged_in_vm(&privileged, args.filter.as_deref())
+        })?;
+    }
+    eprintln!("xtask: all tiers passed");
+    Ok(())
+}
+
+fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    eprintln!("\nxtask: ==== {name} ====");
+    let started = std::time::Instant::now();
+    let out = f().with_context(|| format!("step `{name}`"))?;
+    eprintln!(
+        "xtask: ==== {name}: ok ({:.1}s) ====",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}
+
+fn clippy_ebpf() -> anyhow::Result<()> {
+    util::run(
+        Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--", "-D", "warnings"])
+            .current_dir(workspace_root().join("tracer-ebpf"))
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+}
+
+/// The conntrace binary and the privileged test executables.
+struct Privileged {
+    conntrace: PathBuf,
+    executables: Vec<PathBuf>,
+}
+
+fn build_privileged() -> anyhow::Result<Privileged> {
+    cargo(&["build", "--package", "tracer-user", "--bin", "conntrace"])?;
+    let out = Command::new(cargo_bin())
+        .args([
+            "test",
+            "--package",
+            "tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!(
+            "building the privileged tests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let executables: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"profile\"") && l.contains("\"test\":true"))
+        .filter_map(|l| {
+            let key = "\"executable\":\"";
+            let start = l.find(key)? + key.len();
+            let end = l[start..].find('"')?;
+            Some(PathBuf::from(&l[start..start + end]))
+        })
+        .collect();
+    if executables.is_empty() {
+        bail!("no privileged test executables were built");
+    }
+    Ok(Privileged {
+        conntrace: target_dir()?.join("debug/conntrace"),
+        executables,
+    })
+}
+
+fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the privileged tests load eBPF programs and create network namespaces: run as root");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn run_privileged_here(p: &Privileged, filter: Option<&str>) -> anyhow::Result<()> {
+    require_root()?;
+    for exe in &p.executables {
+        let mut cmd = Command::new(exe);
+        cmd.env("CONNTRACE_BIN", &p.conntrace).args(filter);
+        util::run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// Boots Debian's 6.1 kernel with this machine's filesystem (virtme-ng, software
+/// emulation) and runs the same test executables there, requiring the fentry or kprobe
+/// path to be the one chosen.
+fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<()> {
+    require_root()?;
+    let kernel =
+        setup::debian_61_kernel().context("no Debian 6.1 kernel in /boot (cargo xtask setup)")?;
+    let mut script =
+        String::from("set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; ");
+    script += "export CONNTRACE_EXPECT_HOOK=fentry,kprobe; ";
+    script += &format!("export CONNTRACE_BIN={}; ", p.conntrace.display());
+    for exe in &p.executables {
+        script += &format!(
+            "{} --test-threads=2 {}; ",
+            exe.display(),
+            filter.unwrap_or("")
+        );
+    }
+    script += "echo CONNTRACE_VM_TESTS_PASSED";
+    let out = Command::new("vng")
+        .arg("--run")
+        .arg(&kernel)
+        .args([
+            "--disable-kvm",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+            "--rwdir",
+            "/tmp",
+            "--exec",
+            &script,
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .context("start vng")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // vng's own exit status has not always carried the command's, so the marker decides.
+    if !out.status.success() || !stdout.contains("CONNTRACE_VM_TESTS_PASSED") {
+        bail!("privileged tests failed in the 6.1 VM ({})", out.status);
+    }
+    Ok(())
+}
