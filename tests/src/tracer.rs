@@ -52,9 +52,10 @@ impl Tracer {
                 }
             }
         });
-        let first = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("conntrace printed no start record in 30 s");
+        let wait = start_timeout();
+        let first = lines.recv_timeout(wait).unwrap_or_else(|_| {
+            panic!("conntrace printed no start record in {} s", wait.as_secs())
+        });
         let start: Value = serde_json::from_str(&first).expect("start record is JSON");
         assert_eq!(start["event"]["action"], "start", "first record: {first}");
         check_expected_hook(&start);
@@ -90,6 +91,15 @@ impl Drop for Tracer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How long conntrace may take to attach: 30 s, or `CONNTRACE_TEST_START_TIMEOUT_S` (the
+/// VM tier runs under software emulation, where loading takes much longer).
+fn start_timeout() -> Duration {
+    let secs = std::env::var("CONNTRACE_TEST_START_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    Duration::from_secs(secs.unwrap_or(30))
 }
 
 /// In the VM tier, `CONNTRACE_EXPECT_HOOK=fentry,kprobe` says which attach paths are

@@ -210,6 +210,7 @@ fn attach_connect_hook(ebpf: &mut Ebpf) -> (ConnectHook, Vec<String>) {
 }
 
 fn attach_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    // Parsed here and dropped at once: the whole kernel BTF is tens of megabytes.
     let btf = Btf::from_sys_fs().context("read kernel BTF")?;
     let prog: &mut FEntry = ebpf
         .program_mut("tcp_connect_fentry")

@@ -127,6 +127,13 @@ fn vm_tools() -> Vec<Prerequisite> {
             manual: "Debian 12's linux-image-amd64 (6.1)",
         },
         Prerequisite {
+            name: "busybox-static (virtme-ng's init)",
+            present: || succeeds("dpkg", &["-s", "busybox-static"]),
+            packages: &["busybox-static"],
+            install: None,
+            manual: "a statically linked busybox",
+        },
+        Prerequisite {
             name: "virtme-ng (vng)",
             present: || succeeds("vng", &["--version"]),
             packages: &[],

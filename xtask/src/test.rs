@@ -165,7 +165,7 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
         setup::debian_61_kernel().context("no Debian 6.1 kernel in /boot (cargo xtask setup)")?;
     let mut script =
         String::from("set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; ");
-    script += "export CONNTRACE_EXPECT_HOOK=fentry,kprobe; ";
+    script += "export CONNTRACE_EXPECT_HOOK=fentry,kprobe CONNTRACE_TEST_START_TIMEOUT_S=180; ";
     script += &format!("export CONNTRACE_BIN={}; ", p.conntrace.display());
     for exe in &p.executables {
         script += &format!(

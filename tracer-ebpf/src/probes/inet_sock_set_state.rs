@@ -171,17 +171,19 @@ fn on_closed(sk: u64, old: u8) -> Result<i64, i64> {
     let info = *sock_info(sk).ok_or(0)?;
     forget_sock(sk);
     let errno = sock_err(sk);
-    // After a RST the socket error is ECONNRESET/EPIPE: the reset record already said it.
-    let lost = errno != 0 && info.flags & flag::RESET_RECEIVED == 0;
-    let report = lost || info.retransmits > 0 || globals::config().emit_closed != 0;
-    if !report {
+    // After a RST the socket error is ECONNRESET/EPIPE, and the reset record was this
+    // connection's end: no loss, and no close unless it carries retransmits to report.
+    let was_reset = info.flags & flag::RESET_RECEIVED != 0;
+    let lost = errno != 0 && !was_reset;
+    let closed = info.retransmits > 0 || (globals::config().emit_closed != 0 && !was_reset);
+    if !lost && !closed {
         return Ok(0);
     }
     emit(|e| {
         fill_from_sock(e, sk, &info);
         e.kind = if lost { kind::LOST } else { kind::CLOSED };
         e.state = old;
-        e.errno = errno;
+        e.errno = if lost { errno } else { 0 };
     });
     Ok(0)
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use tracer_common::KernelOffsets;
 
 use crate::exit::StartError;
@@ -13,7 +13,9 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// Resolves every offset the eBPF programs need.
 pub fn kernel_offsets(vmlinux: &Path) -> Result<KernelOffsets, StartError> {
-    let btf = Btf::from_file(vmlinux).map_err(|e| {
+    // Mmap: we look up a dozen types once; parsing all of vmlinux's BTF up front would
+    // cost tens of megabytes and most of conntrace's start-up time.
+    let btf = Btf::from_file_with_backend(vmlinux, Backend::Mmap).map_err(|e| {
         StartError::KernelUnsupported(format!(
             "kernel BTF is required ({}: {e}); the kernel needs CONFIG_DEBUG_INFO_BTF=y",
             vmlinux.display()
