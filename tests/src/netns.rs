@@ -131,10 +131,34 @@ impl Drop for Netns {
 pub struct Pair {
     pub client: Netns,
     pub server: Netns,
+    /// The IPv4 addresses of each end (CLIENT_V4 and SERVER_V4 unless chosen).
+    pub client_v4: String,
+    pub server_v4: String,
+}
+
+static NEXT_SUBNET: AtomicU32 = AtomicU32::new(0);
+
+/// A /24 prefix (`10.X.Y`) unlikely to be in use by any other test on this host, for
+/// tests whose checks look at every namespace on the host (the listener check of
+/// `diagnose`): the second octet comes from the process id, the third from a counter.
+pub fn unique_subnet() -> String {
+    let n = NEXT_SUBNET.fetch_add(1, Ordering::Relaxed) % 250;
+    format!("10.{}.{}", 200 + std::process::id() % 50, n + 1)
 }
 
 impl Pair {
     pub fn new(tag: &str) -> Pair {
+        Pair::with_v4(tag, CLIENT_V4, SERVER_V4)
+    }
+
+    /// A pair on its own subnet (see [`unique_subnet`]): client `.1`, server `.2`.
+    pub fn on_unique_subnet(tag: &str) -> Pair {
+        let net = unique_subnet();
+        Pair::with_v4(tag, &format!("{net}.1"), &format!("{net}.2"))
+    }
+
+    /// A pair whose ends have these IPv4 addresses (in one /24).
+    pub fn with_v4(tag: &str, client_v4: &str, server_v4: &str) -> Pair {
         let client = Netns::new(&format!("{tag}-c"));
         let server = Netns::new(&format!("{tag}-s"));
         sh(
@@ -155,8 +179,8 @@ impl Pair {
             ],
         );
         for (ns, dev, v4, v6) in [
-            (&client, "vc", CLIENT_V4, CLIENT_V6),
-            (&server, "vs", SERVER_V4, SERVER_V6),
+            (&client, "vc", client_v4, CLIENT_V6),
+            (&server, "vs", server_v4, SERVER_V6),
         ] {
             ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
             ns.exec_ok(&[
@@ -171,7 +195,25 @@ impl Pair {
             ]);
             ns.exec_ok(&["ip", "link", "set", dev, "up"]);
         }
-        Pair { client, server }
+        Pair {
+            client,
+            server,
+            client_v4: client_v4.to_owned(),
+            server_v4: server_v4.to_owned(),
+        }
+    }
+
+    /// Gives the server end another IPv4 address of its /24 (`.N`); returns it.
+    pub fn add_server_v4(&self, last_octet: u8) -> String {
+        let prefix = self
+            .server_v4
+            .rsplit_once('.')
+            .map(|(p, _)| p)
+            .expect("an IPv4 address");
+        let addr = format!("{prefix}.{last_octet}");
+        self.server
+            .exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "vs"]);
+        addr
     }
 
     /// Starts `ct-peer serve ...` in the server namespace and waits until it listens.

@@ -38,6 +38,7 @@ impl Tracer {
                 "--netns",
             ])
             .arg(netns)
+            .args(forced_hook())
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -95,11 +96,18 @@ impl Drop for Tracer {
 
 /// How long conntrace may take to attach: 30 s, or `CONNTRACE_TEST_START_TIMEOUT_S` (the
 /// VM tier runs under software emulation, where loading takes much longer).
-fn start_timeout() -> Duration {
+pub fn start_timeout() -> Duration {
     let secs = std::env::var("CONNTRACE_TEST_START_TIMEOUT_S")
         .ok()
         .and_then(|s| s.parse().ok());
     Duration::from_secs(secs.unwrap_or(30))
+}
+
+/// `CONNTRACE_TEST_HOOK=kprobe` (for example) runs the suite on one named attach path.
+fn forced_hook() -> Vec<String> {
+    std::env::var("CONNTRACE_TEST_HOOK")
+        .map(|h| vec!["--connect-hook".into(), h])
+        .unwrap_or_default()
 }
 
 /// In the VM tier, `CONNTRACE_EXPECT_HOOK=fentry,kprobe` says which attach paths are

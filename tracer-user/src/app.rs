@@ -1,22 +1,51 @@
 //! The commands, glued from the modules: validate, load, run, report.
-use std::collections::BTreeMap;
-
-use crate::{
-    cli::TraceArgs,
-    collector::{self, Schedule, TracePrinter, unix_now_ns},
-    config::{Filters, TraceConfig},
-    exit::Status,
-    loader::{self, Emit, Tracer},
-    output::{RunInfo, Sink},
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal as _, Write as _},
 };
 
-/// `conntrace trace`.
+use crate::{
+    aggregate::Aggregator,
+    cli::{AggregateArgs, DiagnoseArgs, Format, TopArgs, TraceArgs},
+    collector::{self, Consumer, Schedule, Starter, TracePrinter, unix_now_ns},
+    config::{Filters, TraceConfig, Tuning, seconds},
+    diagnose::{self, Context, host, report},
+    exit::{StartError, Status},
+    loader::{self, Emit, Tracer},
+    model::ConnEvent,
+    output::{RunInfo, Sink, summary::SummaryPrinter, time::human_duration},
+    stats::Snapshot,
+    top::{self, RestoreGuard, Top},
+};
+
+/// What the aggregating commands need from the kernel: every connect (successes too, for
+/// failure rates and latencies) and every close (for retransmit rates). What `trace`
+/// prints is still filtered by its printer.
+const AGGREGATE_EMIT: Emit = Emit {
+    successes: true,
+    closes: true,
+    retransmits: false,
+};
+
+/// `conntrace trace`; with `--summary-interval`, summaries too.
 pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
     let config = TraceConfig::from_args(args)?;
-    let emit = Emit {
-        successes: config.all,
-        closes: config.all,
-        retransmits: config.retransmits,
+    let summary_every = args
+        .summary_interval
+        .map(|s| seconds("--summary-interval", s, false))
+        .transpose()?;
+    let max_keys = max_keys(&args.aggregate)?;
+    let emit = if summary_every.is_some() {
+        Emit {
+            retransmits: config.retransmits,
+            ..AGGREGATE_EMIT
+        }
+    } else {
+        Emit {
+            successes: config.all,
+            closes: config.all,
+            retransmits: config.retransmits,
+        }
     };
     let tracer = start(&config.filters, &config.tuning, emit)?;
     let info = run_info(&tracer, &config.filters);
@@ -28,14 +57,159 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
     let schedule = Schedule {
         duration: config.duration,
         stats_interval: config.stats_interval,
+        tick: summary_every,
     };
-    runtime()?.block_on(collector::run(
+    let rt = runtime()?;
+    if summary_every.is_none() {
+        return rt.block_on(collector::run(
+            tracer,
+            &info,
+            &schedule,
+            config.args,
+            &mut printer,
+        ));
+    }
+    let mut summaries = SummaryPrinter {
+        inner: printer,
+        aggregate: Aggregator::new(max_keys),
+    };
+    rt.block_on(collector::run(
         tracer,
         &info,
         &schedule,
         config.args,
-        &mut printer,
+        &mut summaries,
     ))
+}
+
+fn max_keys(args: &AggregateArgs) -> Result<usize, StartError> {
+    if args.max_keys == 0 {
+        return Err(StartError::Usage("--max-keys must be at least 1".into()));
+    }
+    Ok(args.max_keys)
+}
+
+/// `conntrace top`.
+pub fn top(args: &TopArgs) -> anyhow::Result<Status> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(StartError::Usage(
+            "top needs a terminal (stdin and stdout); for a pipe or a file, use \
+             `conntrace trace --summary-interval SECS` or `conntrace diagnose`"
+                .into(),
+        )
+        .into());
+    }
+    let filters = Filters::from_args(&args.filters)?;
+    let tuning = Tuning::from_args(&args.tuning)?;
+    let max_keys = max_keys(&args.aggregate)?;
+    let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
+    let info = run_info(&tracer, &filters);
+    let terminal = ratatui::try_init()?;
+    let _restore = RestoreGuard;
+    let mut view = Top::new(terminal, Aggregator::new(max_keys), info.host.clone());
+    let schedule = Schedule {
+        duration: None,
+        stats_interval: Some(top::REFRESH),
+        tick: Some(top::KEY_POLL),
+    };
+    runtime()?.block_on(collector::run(tracer, &info, &schedule, false, &mut view))
+}
+
+/// The `diagnose` consumer: aggregates, and keeps the last stats for the loss count.
+struct Watch {
+    aggregate: Aggregator,
+    last: Option<Snapshot>,
+}
+
+impl Consumer for Watch {
+    fn event(&mut self, e: &ConnEvent) -> std::io::Result<()> {
+        self.aggregate.record(e);
+        Ok(())
+    }
+
+    fn stats(&mut self, s: &Snapshot) -> std::io::Result<()> {
+        self.last = Some(s.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Starter for Watch {
+    fn start(&mut self, _info: &RunInfo) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `conntrace diagnose`: watch, then report; [`Status::FailuresFound`] when anything
+/// failed.
+pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
+    let filters = Filters::from_args(&args.filters)?;
+    let tuning = Tuning::from_args(&args.tuning)?;
+    let duration = seconds("--duration", args.duration, false)?;
+    let max_keys = max_keys(&args.aggregate)?;
+    let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
+    let info = run_info(&tracer, &filters);
+    tracing::info!(
+        "diagnose: watching for {}",
+        human_duration(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
+    );
+    let mut watch = Watch {
+        aggregate: Aggregator::new(max_keys),
+        last: None,
+    };
+    let schedule = Schedule {
+        duration: Some(duration),
+        stats_interval: None,
+        tick: None,
+    };
+    runtime()?.block_on(collector::run(tracer, &info, &schedule, false, &mut watch))?;
+    let end_ns = unix_now_ns();
+    let facts = host::gather(&diagnose::questions(&watch.aggregate));
+    let ctx = Context {
+        aggregate: &watch.aggregate,
+        facts: &facts,
+        window_ns: end_ns.saturating_sub(info.start_ns),
+    };
+    let findings = diagnose::diagnose(&ctx);
+    let lost_events = watch.last.as_ref().map_or(0, |s| s.kernel.lost);
+    let run = report::RunSummary {
+        info: &info,
+        end_ns,
+        lost_events,
+    };
+    let totals = report::totals(&watch.aggregate, lost_events);
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    match write_report(format, &run, &totals, &findings) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(StartError::Output(format!("writing the report failed: {e}")).into()),
+        Ok(()) => {}
+    }
+    Ok(if findings.is_empty() {
+        Status::Ok
+    } else {
+        Status::FailuresFound
+    })
+}
+
+fn write_report(
+    format: Format,
+    run: &report::RunSummary<'_>,
+    totals: &report::Totals,
+    findings: &[diagnose::Finding<'_>],
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        Format::Json => report::write_json(&mut out, run, totals, findings)?,
+        Format::Text => report::write_text(&mut out, run, totals, findings)?,
+    }
+    out.flush()
 }
 
 /// Loads the programs and says on stderr which `tcp_connect` hook was chosen, and why.

@@ -14,10 +14,14 @@ Examples:
   conntrace trace --all -o json        every connect, as JSON lines
   conntrace trace --port 5432 --duration 60
   conntrace trace --dest 10.0.0.0/8 --comm java
+  conntrace trace --summary-interval 10 -o json
+  conntrace top --port 5432
+  conntrace diagnose --duration 60        exit status 1 when failures were found
 
 Needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on older kernels).
 Exit statuses: 0 done, 2 bad arguments, 3 not privileged, 4 kernel lacks a feature,
-5 writing output failed, 6 built without eBPF programs, 70 internal error.")]
+5 writing output failed, 6 built without eBPF programs, 70 internal error;
+`diagnose` exits 1 when it found failures.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +36,53 @@ pub enum Command {
     /// Print connection events as they happen: failed connects, resets and lost
     /// connections by default, every connect with --all.
     Trace(TraceArgs),
+    /// A live full-screen table of connect outcomes per (process, destination), with the
+    /// probable cause of each failure.
+    Top(TopArgs),
+    /// Watch for a while, then explain every failing (process, destination): the layer at
+    /// fault, the probable cause, the evidence, what to check next.
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub aggregate: AggregateArgs,
+
+    #[command(flatten)]
+    pub filters: FilterArgs,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// Seconds to watch before reporting (SIGINT reports early).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub duration: f64,
+
+    /// Print the report as one JSON document (see docs/schema.md).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub aggregate: AggregateArgs,
+
+    #[command(flatten)]
+    pub filters: FilterArgs,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// The per-(process, destination) table.
+#[derive(Debug, Args, Clone)]
+pub struct AggregateArgs {
+    /// (process, destination) pairs kept apart; beyond them, new destinations fold into
+    /// one `other` entry per process.
+    #[arg(long, value_name = "N", default_value_t = crate::aggregate::DEFAULT_MAX_KEYS)]
+    pub max_keys: usize,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +112,14 @@ pub struct TraceArgs {
     /// Do not read process arguments from /proc (they may hold secrets).
     #[arg(long)]
     pub no_args: bool,
+
+    /// Also write a summary per (process, destination) every SECS seconds (those that
+    /// changed) and of every one at exit.
+    #[arg(long, value_name = "SECS")]
+    pub summary_interval: Option<f64>,
+
+    #[command(flatten)]
+    pub aggregate: AggregateArgs,
 
     #[command(flatten)]
     pub filters: FilterArgs,
@@ -103,6 +162,13 @@ pub struct TuningArgs {
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::defaults::RING_BUFFER_BYTES)]
     pub ring_buffer_size: u32,
 
+    /// Wake conntrace once N records are waiting instead of for each record (a wake-up
+    /// costs the connecting process about a microsecond); the rest is read every 20 ms.
+    /// 0: the kernel's default, a wake-up whenever conntrace has caught up
+    /// [default: 32, fewer if the ring buffer is small].
+    #[arg(long, value_name = "N")]
+    pub wakeup_batch: Option<u8>,
+
     /// Connections followed at once (connecting and established).
     #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_SOCKS)]
     pub max_connections: u32,
@@ -110,6 +176,24 @@ pub struct TuningArgs {
     /// Where tracefs is mounted [default: /sys/kernel/tracing, then /sys/kernel/debug/tracing].
     #[arg(long, value_name = "DIR")]
     pub tracefs: Option<PathBuf>,
+
+    /// How to see a SYN leave: `auto` tries fentry, then kprobe, then the state change;
+    /// naming one makes its absence an error.
+    #[arg(long, value_enum, default_value_t = ConnectHookChoice::Auto)]
+    pub connect_hook: ConnectHookChoice,
+}
+
+/// `--connect-hook`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConnectHookChoice {
+    /// The best this kernel allows.
+    Auto,
+    /// fentry on tcp_connect (BPF trampolines).
+    Fentry,
+    /// kprobe on tcp_connect.
+    Kprobe,
+    /// The CLOSE→SYN_SENT state change only.
+    Tracepoint,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -136,7 +220,9 @@ mod tests {
 
     #[test]
     fn trace_defaults() {
-        let Command::Trace(t) = parse(&["trace"]).unwrap().command;
+        let Command::Trace(t) = parse(&["trace"]).unwrap().command else {
+            panic!("not trace")
+        };
         assert!(!t.all);
         assert_eq!(t.output, None);
         assert_eq!(t.stats_interval, 10.0);
@@ -164,7 +250,9 @@ mod tests {
             "--all",
         ])
         .unwrap();
-        let Command::Trace(t) = cli.command;
+        let Command::Trace(t) = cli.command else {
+            panic!("not trace")
+        };
         assert_eq!(t.filters.pid, Some(42));
         assert_eq!(t.filters.comm.as_deref(), Some("curl"));
         assert_eq!(t.filters.port, Some(443));
@@ -177,6 +265,58 @@ mod tests {
     fn bad_port_is_a_usage_error() {
         let err = parse(&["trace", "--port", "70000"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn trace_summary_options() {
+        let Command::Trace(t) = parse(&["trace", "--summary-interval", "5", "--max-keys", "7"])
+            .unwrap()
+            .command
+        else {
+            panic!("not trace")
+        };
+        assert_eq!(t.summary_interval, Some(5.0));
+        assert_eq!(t.aggregate.max_keys, 7);
+        let Command::Trace(t) = parse(&["trace"]).unwrap().command else {
+            panic!("not trace")
+        };
+        assert_eq!(t.summary_interval, None);
+        assert_eq!(t.aggregate.max_keys, 10_000);
+    }
+
+    #[test]
+    fn diagnose_and_top_take_the_trace_filters() {
+        let Command::Diagnose(d) = parse(&[
+            "diagnose",
+            "--duration",
+            "6",
+            "--json",
+            "--netns",
+            "/run/netns/x",
+            "--port",
+            "81",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not diagnose")
+        };
+        assert_eq!(d.duration, 6.0);
+        assert!(d.json);
+        assert_eq!(d.filters.netns.as_deref(), Some("/run/netns/x"));
+        assert_eq!(d.filters.port, Some(81));
+        let Command::Diagnose(d) = parse(&["diagnose"]).unwrap().command else {
+            panic!("not diagnose")
+        };
+        assert_eq!((d.duration, d.json), (30.0, false));
+        let Command::Top(t) = parse(&["top", "--comm", "curl", "--max-keys", "50"])
+            .unwrap()
+            .command
+        else {
+            panic!("not top")
+        };
+        assert_eq!(t.filters.comm.as_deref(), Some("curl"));
+        assert_eq!(t.aggregate.max_keys, 50);
     }
 
     #[test]

@@ -36,6 +36,18 @@ pub trait Consumer {
     /// Called on the stats tick and at exit.
     fn stats(&mut self, snapshot: &Snapshot) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Called every [`Schedule::tick`] (summaries, a screen to redraw); `Flow::Stop` ends
+    /// the run as SIGINT would.
+    fn tick(&mut self) -> std::io::Result<Flow> {
+        Ok(Flow::Continue)
+    }
+}
+
+/// Whether the run goes on after a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
 }
 
 /// The `trace` consumer: prints what `--all` (or its absence) asks for.
@@ -76,6 +88,8 @@ impl<W: Write> Consumer for TracePrinter<W> {
 pub struct Schedule {
     pub duration: Option<Duration>,
     pub stats_interval: Option<Duration>,
+    /// How often [`Consumer::tick`] is called; never when unset.
+    pub tick: Option<Duration>,
 }
 
 /// Offset from the kernel's CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall-clock time.
@@ -212,6 +226,9 @@ async fn run_loop(
         .unwrap_or(Duration::from_secs(365 * 86_400));
     let mut stats = tokio::time::interval_at(Instant::now() + stats_every, stats_every);
     stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let tick_every = schedule.tick.unwrap_or(Duration::from_secs(365 * 86_400));
+    let mut tick = tokio::time::interval_at(Instant::now() + tick_every, tick_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = schedule.duration.map(|d| Instant::now() + d);
 
     let outcome: std::io::Result<()> = loop {
@@ -230,6 +247,11 @@ async fn run_loop(
                 let snap = collector.snapshot(&programs, false);
                 if let Err(e) = consumer.stats(&snap) { break Err(e) }
             }
+            _ = tick.tick() => match consumer.tick() {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break Ok(()),
+                Err(e) => break Err(e),
+            },
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             () = wait_until(deadline) => break Ok(()),

@@ -7,7 +7,7 @@ use std::{
 use tracer_common::{COMM_LEN, V4_MAPPED_PREFIX};
 
 use crate::{
-    cli::{FilterArgs, Format, TraceArgs, TuningArgs},
+    cli::{ConnectHookChoice, FilterArgs, Format, TraceArgs, TuningArgs},
     exit::StartError,
 };
 
@@ -143,8 +143,12 @@ pub fn resolve_netns(text: &str) -> Result<u32, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tuning {
     pub ring_buffer_bytes: u32,
+    /// Records waiting before the kernel wakes the reader; 0: a wake-up per record that
+    /// finds the reader caught up.
+    pub wakeup_batch: u8,
     pub max_connections: u32,
     pub tracefs: Option<PathBuf>,
+    pub connect_hook: ConnectHookChoice,
 }
 
 impl Tuning {
@@ -155,6 +159,7 @@ impl Tuning {
                 "--ring-buffer-size {size}: must be a power of two of at least 4096"
             )));
         }
+        let wakeup_batch = wakeup_batch(args.wakeup_batch, size)?;
         if args.max_connections == 0 {
             return Err(StartError::Usage(
                 "--max-connections must be at least 1".into(),
@@ -162,9 +167,27 @@ impl Tuning {
         }
         Ok(Tuning {
             ring_buffer_bytes: size,
+            wakeup_batch,
             max_connections: args.max_connections,
             tracefs: args.tracefs.clone(),
+            connect_hook: args.connect_hook,
         })
+    }
+}
+
+/// `--wakeup-batch`: at most half the ring buffer may wait for a wake-up. The default
+/// shrinks to fit a small ring buffer; a value given that does not fit is refused.
+fn wakeup_batch(given: Option<u8>, ring_buffer_bytes: u32) -> Result<u8, StartError> {
+    let fits = u64::from(ring_buffer_bytes) / 2 / tracer_common::EVENT_RING_BYTES;
+    let fits = u8::try_from(fits).unwrap_or(u8::MAX);
+    match given {
+        None => Ok(tracer_common::defaults::WAKEUP_BATCH.min(fits)),
+        Some(n) if n > fits => Err(StartError::Usage(format!(
+            "--wakeup-batch {n}: a {ring_buffer_bytes}-byte ring buffer holds a batch of at \
+             most {fits} records (half of it); give a smaller batch or a larger \
+             --ring-buffer-size"
+        ))),
+        Some(n) => Ok(n),
     }
 }
 
@@ -301,12 +324,28 @@ mod tests {
     fn ring_buffer_size_must_be_a_power_of_two() {
         let mut t = TuningArgs {
             ring_buffer_size: 5000,
+            wakeup_batch: None,
             max_connections: 1,
             tracefs: None,
+            connect_hook: ConnectHookChoice::Auto,
         };
         assert!(Tuning::from_args(&t).is_err());
         t.ring_buffer_size = 8192;
         assert!(Tuning::from_args(&t).is_ok());
+    }
+
+    #[test]
+    fn wakeup_batch_fits_half_the_ring_buffer() {
+        // 8 KiB: 30 records of 136 bytes fit in half of it.
+        assert_eq!(wakeup_batch(None, 8192).ok(), Some(30));
+        assert_eq!(wakeup_batch(None, 1 << 20).ok(), Some(32));
+        assert_eq!(wakeup_batch(Some(0), 4096).ok(), Some(0));
+        assert_eq!(wakeup_batch(Some(30), 8192).ok(), Some(30));
+        let Err(StartError::Usage(msg)) = wakeup_batch(Some(31), 8192) else {
+            panic!("31 records do not fit half of 8 KiB");
+        };
+        assert!(msg.contains("--wakeup-batch 31") && msg.contains("30"), "{msg}");
+        assert_eq!(wakeup_batch(Some(255), 1 << 20).ok(), Some(255));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub(crate) mod tests {
     #[test]
     fn decodes_from_a_fixed_byte_layout() {
         // The offsets are the wire format: a change here is a change for every kernel object.
-        let mut raw = vec![0u8; 128];
+        let mut raw = [0u8; 128];
         raw[0..8].copy_from_slice(&1_000u64.to_le_bytes()); // ts_ns
         raw[56 + 12..72].copy_from_slice(&[10, 0, 0, 1]); // daddr, IPv4-mapped tail
         raw[72..76].copy_from_slice(&77u32.to_le_bytes()); // tgid
@@ -79,7 +79,7 @@ pub(crate) mod tests {
             tgid: 9,
             ..Event::ZERO
         };
-        let mut raw = vec![0u8; 129];
+        let mut raw = [0u8; 129];
         raw[1..].copy_from_slice(&bytes_of(&e));
         assert_eq!(decode(&raw[1..]).unwrap().tgid, 9);
     }

@@ -4,13 +4,18 @@
 //! loads and attaches the eBPF programs, [`decode`] turns ring-buffer bytes into wire
 //! records, [`classify`] turns those into [`model::ConnEvent`]s, [`enrich`] adds what
 //! procfs knows, [`output`] writes JSON lines or text, and [`collector`] runs the loop.
-//! Everything but `loader`, `kernel` and `collector` is pure and tested without root.
+//! [`aggregate`] folds records per (workload, destination), [`diagnose`] explains the
+//! failures, and [`top`] shows them live.
+//! Everything but `loader`, `kernel`, `collector`, `top` and `diagnose::host` is pure and
+//! tested without root.
+pub mod aggregate;
 pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod decode;
+pub mod diagnose;
 pub mod enrich;
 pub mod errno;
 pub mod exit;
@@ -19,3 +24,4 @@ pub mod loader;
 pub mod model;
 pub mod output;
 pub mod stats;
+pub mod top;

@@ -11,6 +11,7 @@ use aya::{
 use tracer_common::{Config, DestKey, counter, globals, maps};
 
 use crate::{
+    cli::ConnectHookChoice,
     config::{Filters, Tuning},
     exit::StartError,
     kernel::{self, btf, privileges, tracefs},
@@ -67,6 +68,9 @@ pub struct Emit {
 /// The loaded, attached programs and the maps the collector reads.
 pub struct Tracer {
     pub events: RingBuf<MapData>,
+    /// Records may wait in the ring buffer without a wake-up (`--wakeup-batch`): the
+    /// collector must also read it on a timer.
+    pub held_back: bool,
     pub programs: Programs,
     pub hook: ConnectHook,
     /// Why the better hooks were not used, for the log.
@@ -89,7 +93,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     let tracefs = tracefs::locate(tuning.tracefs.as_deref())?;
     let tp_offsets = tracefs::tracepoint_offsets(&tracefs)?;
     let kernel_offsets = btf::kernel_offsets(std::path::Path::new(btf::VMLINUX))?;
-    let config = kernel_config(filters, emit);
+    let config = kernel_config(filters, emit, tuning.wakeup_batch);
 
     let mut ebpf = EbpfLoader::new()
         .override_global(globals::TP_OFFSETS, &tp_offsets, true)
@@ -104,7 +108,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     for (program, category, name) in TRACEPOINTS {
         attach_tracepoint(&mut ebpf, program, category, name)?;
     }
-    let (hook, hook_fallbacks) = attach_connect_hook(&mut ebpf);
+    let (hook, hook_fallbacks) = attach_connect_hook(&mut ebpf, tuning.connect_hook)?;
 
     let events = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
     let counters = PerCpuArray::try_from(
@@ -113,6 +117,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     )?;
     Ok(Tracer {
         events,
+        held_back: tuning.wakeup_batch > 0,
         programs: Programs {
             _ebpf: ebpf,
             counters,
@@ -123,7 +128,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     })
 }
 
-fn kernel_config(filters: &Filters, emit: Emit) -> Config {
+fn kernel_config(filters: &Filters, emit: Emit, wakeup_batch: u8) -> Config {
     let comm = filters.comm_bytes();
     Config {
         pid: filters.pid.unwrap_or(0),
@@ -134,7 +139,7 @@ fn kernel_config(filters: &Filters, emit: Emit) -> Config {
         emit_success: u8::from(emit.successes),
         emit_retransmits: u8::from(emit.retransmits),
         emit_closed: u8::from(emit.closes),
-        _pad: 0,
+        wakeup_batch,
         comm: comm.unwrap_or_default(),
     }
 }
@@ -194,19 +199,37 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// Tries fentry, then kprobe, on `tcp_connect`; falls back to the state transition. Never
-/// fails: each step that does not work is recorded and the next is tried.
-fn attach_connect_hook(ebpf: &mut Ebpf) -> (ConnectHook, Vec<String>) {
+/// With `auto`, tries fentry, then kprobe, on `tcp_connect`, and falls back to the state
+/// transition, recording why each step did not work. A hook named on the command line
+/// must attach, or the run fails saying why.
+fn attach_connect_hook(
+    ebpf: &mut Ebpf,
+    choice: ConnectHookChoice,
+) -> anyhow::Result<(ConnectHook, Vec<String>)> {
+    let required = |hook: ConnectHook, result: anyhow::Result<()>| {
+        result.map(|()| (hook, Vec::new())).map_err(|e| {
+            StartError::KernelUnsupported(format!(
+                "{hook} on tcp_connect is not available here: {e:#}"
+            ))
+            .into()
+        })
+    };
+    match choice {
+        ConnectHookChoice::Fentry => return required(ConnectHook::Fentry, attach_fentry(ebpf)),
+        ConnectHookChoice::Kprobe => return required(ConnectHook::Kprobe, attach_kprobe(ebpf)),
+        ConnectHookChoice::Tracepoint => return Ok((ConnectHook::StateTransition, Vec::new())),
+        ConnectHookChoice::Auto => {}
+    }
     let mut fallbacks = Vec::new();
     match attach_fentry(ebpf) {
-        Ok(()) => return (ConnectHook::Fentry, fallbacks),
+        Ok(()) => return Ok((ConnectHook::Fentry, fallbacks)),
         Err(e) => fallbacks.push(format!("fentry on tcp_connect unavailable: {e:#}")),
     }
     match attach_kprobe(ebpf) {
-        Ok(()) => return (ConnectHook::Kprobe, fallbacks),
+        Ok(()) => return Ok((ConnectHook::Kprobe, fallbacks)),
         Err(e) => fallbacks.push(format!("kprobe on tcp_connect unavailable: {e:#}")),
     }
-    (ConnectHook::StateTransition, fallbacks)
+    Ok((ConnectHook::StateTransition, fallbacks))
 }
 
 fn attach_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {

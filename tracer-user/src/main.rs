@@ -14,6 +14,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match &cli.command {
         Command::Trace(args) => app::trace(args),
+        Command::Top(args) => app::top(args),
+        Command::Diagnose(args) => app::diagnose(args),
     };
     match result {
         Ok(status) => status.into(),

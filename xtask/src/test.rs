@@ -156,6 +156,14 @@ fn run_privileged_here(p: &Privileged, filter: Option<&str>) -> anyhow::Result<(
     Ok(())
 }
 
+/// Whether `exe` is the test executable built from `tests/<name>.rs`.
+fn is_test_binary(exe: &std::path::Path, name: &str) -> bool {
+    exe.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        n.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('-'))
+    })
+}
+
 /// Boots Debian's 6.1 kernel with this machine's filesystem (virtme-ng, software
 /// emulation) and runs the same test executables there, requiring the fentry or kprobe
 /// path to be the one chosen.
@@ -171,6 +179,19 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
         script += &format!(
             "{} --test-threads=2 {}; ",
             exe.display(),
+            filter.unwrap_or("")
+        );
+    }
+    // The kprobe path too, on the scenarios where the tcp_connect hook decides the outcome.
+    if let Some(outcomes) = p
+        .executables
+        .iter()
+        .find(|e| is_test_binary(e, "connect_outcomes"))
+    {
+        script += &format!(
+            "CONNTRACE_TEST_HOOK=kprobe CONNTRACE_EXPECT_HOOK=kprobe {} --test-threads=2 \
+             refused abandoned no_route timeout_counts {}; ",
+            outcomes.display(),
             filter.unwrap_or("")
         );
     }

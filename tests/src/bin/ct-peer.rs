@@ -20,7 +20,9 @@ fn main() {
         "connect" => connect(&opts),
         "abandon" => abandon(&opts),
         _ => {
-            eprintln!("usage: ct-peer serve|connect|abandon --addr IP --port N [options]");
+            eprintln!(
+                "usage: ct-peer serve|connect|abandon --addr IP --port N [--bind IP] [options]"
+            );
             std::process::exit(2);
         }
     }
@@ -29,6 +31,8 @@ fn main() {
 #[derive(Default)]
 struct Opts {
     addr: Option<IpAddr>,
+    /// serve: listen on this address only, instead of every address.
+    bind: Option<IpAddr>,
     port: u16,
     count: u32,
     threads: u32,
@@ -55,6 +59,7 @@ impl Opts {
             };
             match flag.as_str() {
                 "--addr" => o.addr = Some(value().parse().expect("--addr IP")),
+                "--bind" => o.bind = Some(value().parse().expect("--bind IP")),
                 "--port" => o.port = value().parse().expect("--port N"),
                 "--count" => o.count = value().parse().expect("--count N"),
                 "--threads" => o.threads = value().parse().expect("--threads N"),
@@ -88,14 +93,24 @@ fn new_socket(target: SocketAddr) -> Socket {
     Socket::new(Domain::for_address(target), Type::STREAM, None).expect("socket")
 }
 
-/// Accepts connections on [::]:port (IPv4 too); closes each at once, holds it open for
-/// `--hold-ms`, or resets it after `--reset-after-ms` with SO_LINGER 0.
+/// Accepts connections on [::]:port (IPv4 too), or on `--bind IP` only; closes each at
+/// once, holds it open for `--hold-ms`, or resets it after `--reset-after-ms` with
+/// SO_LINGER 0.
 fn serve(o: &Opts) {
-    let listener = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
-    listener.set_only_v6(false).expect("dual stack");
+    let listener = match o.bind {
+        Some(ip) => Socket::new(Domain::for_address((ip, o.port).into()), Type::STREAM, None),
+        None => Socket::new(Domain::IPV6, Type::STREAM, None),
+    }
+    .expect("socket");
+    if o.bind.is_none() {
+        listener.set_only_v6(false).expect("dual stack");
+    }
     listener.set_reuse_address(true).expect("reuseaddr");
-    let any: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, o.port).into();
-    listener.bind(&any.into()).expect("bind");
+    let at: SocketAddr = match o.bind {
+        Some(ip) => (ip, o.port).into(),
+        None => (std::net::Ipv6Addr::UNSPECIFIED, o.port).into(),
+    };
+    listener.bind(&at.into()).expect("bind");
     listener.listen(1024).expect("listen");
     ready();
     loop {
@@ -163,8 +178,9 @@ fn connect_once(o: &Opts, target: SocketAddr) {
     }
     if o.wait_close {
         let mut stream: std::net::TcpStream = sock.into();
-        let mut buf = [0u8; 64];
-        match stream.read(&mut buf) {
+        // The server sends nothing: the read ends at EOF or with the connection's error.
+        let mut sink = Vec::new();
+        match stream.read_to_end(&mut sink) {
             Ok(_) => println!("{{\"closed\": \"eof\"}}"),
             Err(e) => println!("{{\"closed_errno\": {}}}", errno_of(&e)),
         }

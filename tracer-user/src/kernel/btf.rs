@@ -14,13 +14,16 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 /// Resolves every offset the eBPF programs need.
 pub fn kernel_offsets(vmlinux: &Path) -> Result<KernelOffsets, StartError> {
     // Mmap: we look up a dozen types once; parsing all of vmlinux's BTF up front would
-    // cost tens of megabytes and most of conntrace's start-up time.
-    let btf = Btf::from_file_with_backend(vmlinux, Backend::Mmap).map_err(|e| {
-        StartError::KernelUnsupported(format!(
-            "kernel BTF is required ({}: {e}); the kernel needs CONFIG_DEBUG_INFO_BTF=y",
-            vmlinux.display()
-        ))
-    })?;
+    // cost tens of megabytes and most of conntrace's start-up time. Kernels before 6.15
+    // cannot mmap the sysfs file (ENODEV): parse it whole there.
+    let btf = Btf::from_file_with_backend(vmlinux, Backend::Mmap)
+        .or_else(|_| Btf::from_file_with_backend(vmlinux, Backend::Cache))
+        .map_err(|e| {
+            StartError::KernelUnsupported(format!(
+                "kernel BTF is required ({}: {e}); the kernel needs CONFIG_DEBUG_INFO_BTF=y",
+                vmlinux.display()
+            ))
+        })?;
     resolve_all(&btf).map_err(|e| StartError::KernelUnsupported(format!("kernel BTF: {e:#}")))
 }
 
@@ -63,7 +66,7 @@ pub fn offset_of(btf: &Btf, ty: &str, path: &str) -> anyhow::Result<u32> {
             };
         }
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         bail!("`{path}` is a bitfield");
     }
     Ok(bits / 8)

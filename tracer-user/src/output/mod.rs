@@ -1,6 +1,7 @@
 //! Where records go: JSON lines or text columns on stdout (data only), buffered and
 //! flushed on a tick and at exit.
 pub mod json;
+pub mod summary;
 pub mod text;
 pub mod time;
 
@@ -73,6 +74,19 @@ impl<W: Write> Sink<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The stream, for records written elsewhere (summaries) between these.
+    pub fn writer(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

@@ -1,0 +1,415 @@
+//! The diagnosis for people (a text report) and for machines (one JSON document, see
+//! docs/schema.md), from the same findings.
+use std::{collections::BTreeMap, io::Write};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Finding, Verdict};
+use crate::{
+    aggregate::Aggregator,
+    output::{
+        RunInfo, SCHEMA_VERSION,
+        summary::{CountsObj, SubjectObj, counts, subject},
+        time::{clock_millis, human_duration, rfc3339_nanos},
+    },
+};
+
+/// What the report says about the run itself.
+pub struct RunSummary<'a> {
+    pub info: &'a RunInfo,
+    pub end_ns: u64,
+    /// Records lost in the kernel (ring buffer full): the counts are then lower bounds.
+    pub lost_events: u64,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// (workload, destination) entries.
+    pub keys: usize,
+    pub attempts: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub resets_received: u64,
+    pub lost: u64,
+    /// Records folded into `other` entries because the table was full.
+    pub evictions: u64,
+    pub lost_events: u64,
+}
+
+pub fn totals(agg: &Aggregator, lost_events: u64) -> Totals {
+    let mut t = Totals {
+        keys: agg.len(),
+        evictions: agg.evictions(),
+        lost_events,
+        ..Totals::default()
+    };
+    for (_, e) in agg.iter() {
+        t.attempts += e.attempts;
+        t.successes += e.successes;
+        t.failures += e.failures();
+        t.resets_received += e.resets_received;
+        t.lost += e.lost_total();
+    }
+    t
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    host: HostObj<'a>,
+    kernel: &'a str,
+    connect_hook: &'a str,
+    filters: &'a BTreeMap<&'static str, String>,
+    window: WindowObj,
+    totals: &'a Totals,
+    /// Whether any finding was made (the exit status is then 1).
+    failures_found: bool,
+    findings: Vec<FindingObj>,
+}
+
+#[derive(Serialize)]
+struct HostObj<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct WindowObj {
+    start: String,
+    end: String,
+    duration: u64,
+}
+
+#[derive(Serialize)]
+struct FindingObj {
+    rank: usize,
+    #[serde(flatten)]
+    subject: SubjectObj,
+    pids: Vec<u32>,
+    harm: u64,
+    /// The headline verdict's fields, repeated here for `jq '.findings[].cause'`.
+    layer: &'static str,
+    cause: &'static str,
+    confidence: &'static str,
+    summary: String,
+    evidence: Map<String, Value>,
+    next: Vec<String>,
+    /// Every verdict, the headline first.
+    verdicts: Vec<VerdictObj>,
+    counts: CountsObj,
+}
+
+#[derive(Serialize)]
+struct VerdictObj {
+    rule: &'static str,
+    layer: &'static str,
+    cause: &'static str,
+    confidence: &'static str,
+    summary: String,
+    evidence: Map<String, Value>,
+    evidence_text: Vec<String>,
+    next: Vec<String>,
+}
+
+fn verdict_obj(v: &Verdict) -> VerdictObj {
+    VerdictObj {
+        rule: v.rule,
+        layer: v.layer.as_str(),
+        cause: v.cause,
+        confidence: v.confidence.as_str(),
+        summary: v.summary.clone(),
+        evidence: v.evidence.clone(),
+        evidence_text: v.evidence_text.clone(),
+        next: v.next.clone(),
+    }
+}
+
+fn finding_obj(rank: usize, f: &Finding<'_>) -> Option<FindingObj> {
+    let head = f.headline()?;
+    Some(FindingObj {
+        rank,
+        subject: subject(f.key, f.entry),
+        pids: f.entry.pids.pids.clone(),
+        harm: f.harm,
+        layer: head.layer.as_str(),
+        cause: head.cause,
+        confidence: head.confidence.as_str(),
+        summary: head.summary.clone(),
+        evidence: head.evidence.clone(),
+        next: head.next.clone(),
+        verdicts: f.verdicts.iter().map(verdict_obj).collect(),
+        counts: counts(f.entry),
+    })
+}
+
+/// The report as one JSON document (and a newline).
+pub fn write_json(
+    out: &mut impl Write,
+    run: &RunSummary<'_>,
+    totals: &Totals,
+    findings: &[Finding<'_>],
+) -> std::io::Result<()> {
+    let doc = Document {
+        schema_version: SCHEMA_VERSION,
+        timestamp: rfc3339_nanos(run.end_ns),
+        host: HostObj {
+            name: &run.info.host,
+        },
+        kernel: &run.info.kernel,
+        connect_hook: &run.info.connect_hook,
+        filters: &run.info.filters,
+        window: WindowObj {
+            start: rfc3339_nanos(run.info.start_ns),
+            end: rfc3339_nanos(run.end_ns),
+            duration: run.end_ns.saturating_sub(run.info.start_ns),
+        },
+        totals,
+        failures_found: !findings.is_empty(),
+        findings: findings
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| finding_obj(i + 1, f))
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    out.write_all(b"\n")
+}
+
+/// The report for people.
+pub fn write_text(
+    out: &mut impl Write,
+    run: &RunSummary<'_>,
+    totals: &Totals,
+    findings: &[Finding<'_>],
+) -> std::io::Result<()> {
+    let window = run.end_ns.saturating_sub(run.info.start_ns);
+    writeln!(
+        out,
+        "conntrace diagnose: watched {} on {} (kernel {}, tcp_connect hook: {})",
+        human_duration(window),
+        run.info.host,
+        run.info.kernel,
+        run.info.connect_hook
+    )?;
+    writeln!(
+        out,
+        "{} connect attempts, {} failed, {} resets received, {} connections lost, in {} (workload, destination) pairs",
+        totals.attempts, totals.failures, totals.resets_received, totals.lost, totals.keys
+    )?;
+    if totals.lost_events > 0 {
+        writeln!(
+            out,
+            "warning: {} records were lost in the kernel (ring buffer full): the counts are lower bounds",
+            totals.lost_events
+        )?;
+    }
+    if totals.evictions > 0 {
+        writeln!(
+            out,
+            "note: {} records went to `other` entries (more destinations than --max-keys)",
+            totals.evictions
+        )?;
+    }
+    if findings.is_empty() {
+        return writeln!(out, "\nNo failures found.");
+    }
+    writeln!(
+        out,
+        "\n{} failing, most harmful first:",
+        if findings.len() == 1 {
+            "1 (workload, destination) is".to_owned()
+        } else {
+            format!("{} (workload, destination) pairs are", findings.len())
+        }
+    )?;
+    for (i, f) in findings.iter().enumerate() {
+        write_finding(out, i + 1, f)?;
+    }
+    Ok(())
+}
+
+fn write_finding(out: &mut impl Write, rank: usize, f: &Finding<'_>) -> std::io::Result<()> {
+    let Some(head) = f.headline() else {
+        return Ok(());
+    };
+    let mut who = vec![format!(
+        "pid{} {}{}",
+        if f.entry.pids.pids.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        f.entry
+            .pids
+            .pids
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if f.entry.pids.more { ", ..." } else { "" }
+    )];
+    who.extend(f.entry.executable.clone());
+    who.extend(
+        f.entry
+            .container_id
+            .as_ref()
+            .map(|c| format!("container {c}")),
+    );
+    writeln!(
+        out,
+        "\n#{rank}  {} → {}  ({})",
+        f.key.workload_name(),
+        f.key.destination_label(),
+        who.join("; ")
+    )?;
+    writeln!(out, "    layer       {}", head.layer.as_str())?;
+    writeln!(out, "    cause       {}: {}", head.cause, head.summary)?;
+    writeln!(out, "    confidence  {}", head.confidence.as_str())?;
+    let mut evidence = head.evidence_text.clone();
+    evidence.push(format!(
+        "first seen {}, last seen {} (UTC)",
+        clock_millis(f.entry.first_seen_ns),
+        clock_millis(f.entry.last_seen_ns)
+    ));
+    write_list(out, "evidence", &evidence)?;
+    write_list(out, "next", &head.next)?;
+    let also: Vec<String> = f.verdicts[1..]
+        .iter()
+        .map(|v| {
+            format!(
+                "{} layer, {} ({} confidence): {}",
+                v.layer.as_str(),
+                v.cause,
+                v.confidence.as_str(),
+                v.summary
+            )
+        })
+        .collect();
+    write_list(out, "also", &also)
+}
+
+fn write_list(out: &mut impl Write, label: &str, lines: &[String]) -> std::io::Result<()> {
+    for (i, line) in lines.iter().enumerate() {
+        let label = if i == 0 { label } else { "" };
+        writeln!(out, "    {label:<11} {line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::tests::connect,
+        diagnose::{Context, Facts, diagnose},
+        model::Reason,
+    };
+
+    fn info() -> RunInfo {
+        RunInfo {
+            start_ns: 1_795_889_615_000_000_000,
+            host: "node-1".into(),
+            kernel: "6.18.0".into(),
+            connect_hook: "tracepoint".into(),
+            filters: BTreeMap::new(),
+        }
+    }
+
+    fn agg() -> Aggregator {
+        let mut agg = Aggregator::new(100);
+        for _ in 0..2 {
+            agg.record(&connect(Reason::Refused, "10.0.0.2:81", 1));
+        }
+        agg.record(&connect(Reason::Timeout, "10.0.0.2:81", 3000));
+        agg.record(&connect(Reason::Success, "10.0.0.3:80", 1));
+        agg
+    }
+
+    fn render(json: bool, agg: &Aggregator) -> String {
+        let facts = Facts::default();
+        let ctx = Context {
+            aggregate: agg,
+            facts: &facts,
+            window_ns: 6_000_000_000,
+        };
+        let findings = diagnose(&ctx);
+        let info = info();
+        let run = RunSummary {
+            info: &info,
+            end_ns: info.start_ns + 6_000_000_000,
+            lost_events: 0,
+        };
+        let t = totals(agg, 0);
+        let mut out = Vec::new();
+        if json {
+            write_json(&mut out, &run, &t, &findings).unwrap();
+        } else {
+            write_text(&mut out, &run, &t, &findings).unwrap();
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_document_shape() {
+        let doc: Value = serde_json::from_str(&render(true, &agg())).unwrap();
+        assert_eq!(doc["schema_version"], 1);
+        assert_eq!(doc["window"]["duration"], 6_000_000_000u64);
+        assert_eq!(doc["failures_found"], true);
+        assert_eq!(
+            doc["totals"],
+            serde_json::json!({"keys": 2, "attempts": 4, "successes": 1, "failures": 3,
+                "resets_received": 0, "lost": 0, "evictions": 0, "lost_events": 0})
+        );
+        let findings = doc["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 1);
+        let f = &findings[0];
+        assert_eq!(f["rank"], 1);
+        assert_eq!(f["destination"]["ip"], "10.0.0.2");
+        assert_eq!(f["process"]["name"], "app");
+        assert_eq!(
+            (f["layer"].as_str(), f["cause"].as_str()),
+            (Some("service"), Some("no_listener"))
+        );
+        assert_eq!(f["verdicts"][0]["cause"], "no_listener");
+        assert_eq!(f["verdicts"][1]["cause"], "syn_unanswered");
+        assert_eq!(f["counts"]["failures"]["refused"], 2);
+        assert_eq!(f["counts"]["failures"]["timeout"], 1);
+        assert_eq!(f["evidence"]["refused"]["count"], 2);
+    }
+
+    #[test]
+    fn text_report_has_one_block_per_finding() {
+        let text = render(false, &agg());
+        assert!(
+            text.starts_with("conntrace diagnose: watched 6.00s on node-1"),
+            "{text}"
+        );
+        assert!(text.contains("4 connect attempts, 3 failed"), "{text}");
+        assert!(
+            text.contains("#1  app → 10.0.0.2:81  (pid 100; /usr/bin/app)"),
+            "{text}"
+        );
+        assert!(text.contains("    layer       service\n"), "{text}");
+        assert!(
+            text.contains("    cause       no_listener: nothing listens on 10.0.0.2:81"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    also        network layer, syn_unanswered"),
+            "{text}"
+        );
+        assert!(!text.contains("#2"), "{text}");
+    }
+
+    #[test]
+    fn nothing_failing_says_so() {
+        let mut agg = Aggregator::new(10);
+        agg.record(&connect(Reason::Success, "10.0.0.3:80", 1));
+        assert!(render(false, &agg).ends_with("\nNo failures found.\n"));
+        let doc: Value = serde_json::from_str(&render(true, &agg)).unwrap();
+        assert_eq!(doc["failures_found"], false);
+        assert_eq!(doc["findings"], serde_json::json!([]));
+    }
+}
