@@ -442,3 +442,50 @@ fn netns_inode(pair: &Pair) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(pair.client.path()).unwrap().ino()
 }
+
+#[test]
+fn dest_comm_and_pid_filters_apply_in_the_kernel() {
+    require_root();
+    let pair = Pair::new("filters");
+    let dest = format!("{SERVER_V4}/32");
+    let by_dest = Tracer::start(&pair.client.path(), &["--dest", &dest]);
+    let by_comm = Tracer::start(&pair.client.path(), &["--comm", "no-such-task"]);
+    let v4 = pair.client(&["connect", "--addr", SERVER_V4, "--port", "81"]);
+    let v6 = pair.client(&["connect", "--addr", SERVER_V6, "--port", "81"]);
+    let kept = by_dest.stop();
+    assert_connect(
+        only_connect(&kept),
+        "refused",
+        Some("ECONNREFUSED"),
+        v4.pid,
+        (SERVER_V4, 81),
+    );
+    assert!(
+        records(&by_comm.stop(), "connect").is_empty(),
+        "no task has that name"
+    );
+
+    // A long-lived client, so that its pid is known before it connects.
+    let mut waiting = pair.spawn_client(&[
+        "connect",
+        "--addr",
+        SERVER_V4,
+        "--port",
+        "81",
+        "--start-after-ms",
+        "1500",
+    ]);
+    let pid = waiting.pid.to_string();
+    let by_pid = Tracer::start(&pair.client.path(), &["--pid", &pid, "--comm", "ct-peer"]);
+    assert_eq!(waiting.next_report()["errno"], libc::ECONNREFUSED);
+    pair.client(&["connect", "--addr", SERVER_V4, "--port", "81"]); // another pid
+    let all = by_pid.stop();
+    assert_connect(
+        only_connect(&all),
+        "refused",
+        Some("ECONNREFUSED"),
+        waiting.pid,
+        (SERVER_V4, 81),
+    );
+    assert_ne!(v6.pid, waiting.pid);
+}

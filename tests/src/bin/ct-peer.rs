@@ -37,6 +37,7 @@ struct Opts {
     count: u32,
     threads: u32,
     hold_ms: u64,
+    start_after_ms: u64,
     after_ms: u64,
     reset_after_ms: Option<u64>,
     keepalive: bool,
@@ -64,6 +65,9 @@ impl Opts {
                 "--count" => o.count = value().parse().expect("--count N"),
                 "--threads" => o.threads = value().parse().expect("--threads N"),
                 "--hold-ms" => o.hold_ms = value().parse().expect("--hold-ms N"),
+                "--start-after-ms" => {
+                    o.start_after_ms = value().parse().expect("--start-after-ms N")
+                }
                 "--after-ms" => o.after_ms = value().parse().expect("--after-ms N"),
                 "--reset-after-ms" => {
                     o.reset_after_ms = Some(value().parse().expect("--reset-after-ms N"))
@@ -137,10 +141,11 @@ fn serve(o: &Opts) {
     }
 }
 
-/// Blocking connects: `--count` per thread, `--threads` threads. Prints one line per
+/// Blocking connects, after `--start-after-ms`: `--count` per thread, `--threads` threads. Prints one line per
 /// attempt: {"result": "ok"} or {"errno": N}; with --wait-close, also how it ended.
 fn connect(o: &Opts) {
     ready();
+    std::thread::sleep(Duration::from_millis(o.start_after_ms));
     let target = o.target();
     if o.threads == 1 {
         (0..o.count).for_each(|_| connect_once(o, target));
