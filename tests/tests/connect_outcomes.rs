@@ -4,7 +4,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use harness::{
-    netns::{CLIENT_V4, CLIENT_V6, Pair, SERVER_V4, SERVER_V6},
+    netns::{CLIENT_V4, CLIENT_V6, Pair, PeerResult, SERVER_V4, SERVER_V6},
     require_root,
     tracer::{Tracer, final_stats, records},
 };
@@ -17,6 +17,14 @@ fn server_rules(rules: &str) -> String {
     format!(
         "table inet cttest {{\n chain in {{\n type filter hook input priority 0; policy accept;\n {rules}\n }}\n}}\n"
     )
+}
+
+/// Runs `ct-peer ARGS...` in the client namespace to completion under a tracer filtered
+/// to that namespace; returns every record and what the client saw.
+fn traced_connect(pair: &Pair, args: &[&str]) -> (Vec<Value>, PeerResult) {
+    let tracer = Tracer::start(&pair.client.path(), &[]);
+    let client = pair.client(args);
+    (tracer.stop(), client)
 }
 
 /// Asserts the common fields of a connect record.
@@ -70,10 +78,8 @@ fn success_is_reported_with_its_handshake_time() {
     require_root();
     let pair = Pair::new("ok");
     let _server = pair.serve(&["--port", "80"]);
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let client = pair.client(&["connect", "--addr", SERVER_V4, "--port", "80"]);
+    let (all, client) = traced_connect(&pair, &["connect", "--addr", SERVER_V4, "--port", "80"]);
     assert_eq!(client.reports[0]["result"], "ok");
-    let all = tracer.stop();
     let r = only_connect(&all);
     assert_connect(r, "success", None, client.pid, (SERVER_V4, 80));
     assert_source(r, CLIENT_V4);
@@ -82,28 +88,49 @@ fn success_is_reported_with_its_handshake_time() {
     assert_eq!(r["conntrace"]["netns"].as_u64(), Some(netns_inode(&pair)));
 }
 
-#[test]
-fn refused_when_nothing_listens() {
-    require_root();
-    let pair = Pair::new("refused");
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let client = pair.client(&["connect", "--addr", SERVER_V4, "--port", "81"]);
+/// A refused connect to `addr` (nothing listens on port 81): exactly one record, the
+/// destination written as `dest_ip`, the client's own pid and thread.
+fn refused_to(tag: &str, addr: &str, dest_ip: &str) -> Value {
+    let pair = Pair::new(tag);
+    let (all, client) = traced_connect(&pair, &["connect", "--addr", addr, "--port", "81"]);
     assert_eq!(client.reports[0]["errno"], libc::ECONNREFUSED);
-    let all = tracer.stop();
-    let r = only_connect(&all);
+    let r = only_connect(&all).clone();
     assert_connect(
-        r,
+        &r,
         "refused",
         Some("ECONNREFUSED"),
         client.pid,
-        (SERVER_V4, 81),
+        (dest_ip, 81),
     );
-    assert_source(r, CLIENT_V4);
     assert_eq!(r["conntrace"]["syns_sent"], 1);
     assert_eq!(
         r["process"]["thread"]["id"], client.pid,
         "single-threaded client"
     );
+    r
+}
+
+#[test]
+fn refused_when_nothing_listens() {
+    require_root();
+    let r = refused_to("refused", SERVER_V4, SERVER_V4);
+    assert_source(&r, CLIENT_V4);
+    assert_eq!(r["network"]["type"], "ipv4");
+}
+
+#[test]
+fn ipv6_refused() {
+    require_root();
+    let r = refused_to("v6refused", SERVER_V6, SERVER_V6);
+    assert_source(&r, CLIENT_V6);
+    assert_eq!(r["network"]["type"], "ipv6");
+}
+
+#[test]
+fn v4_mapped_destination_is_reported_as_ipv4() {
+    require_root();
+    let r = refused_to("mapped", &format!("::ffff:{SERVER_V4}"), SERVER_V4);
+    assert_eq!(r["network"]["type"], "ipv4");
 }
 
 /// The SYNs that reached the server namespace, counted there by nftables, must be the
@@ -124,10 +151,8 @@ fn timeout_counts_unanswered_syns() {
     let pair = Pair::new("timeout");
     pair.server.nft(&server_rules("tcp dport 82 counter drop;"));
     pair.client.sysctl("net.ipv4.tcp_syn_retries=1");
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let client = pair.client(&["connect", "--addr", SERVER_V4, "--port", "82"]);
+    let (all, client) = traced_connect(&pair, &["connect", "--addr", SERVER_V4, "--port", "82"]);
     assert_eq!(client.reports[0]["errno"], libc::ETIMEDOUT);
-    let all = tracer.stop();
     let r = only_connect(&all);
     assert_connect(r, "timeout", Some("ETIMEDOUT"), client.pid, (SERVER_V4, 82));
     assert_syns_match_server_count(r, &pair);
@@ -145,10 +170,8 @@ fn icmp_host_unreachable_is_unreachable() {
     pair.server.nft(&server_rules(
         "tcp dport 83 counter reject with icmp type host-unreachable;",
     ));
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let client = pair.client(&["connect", "--addr", SERVER_V4, "--port", "83"]);
+    let (all, client) = traced_connect(&pair, &["connect", "--addr", SERVER_V4, "--port", "83"]);
     assert_eq!(client.reports[0]["errno"], libc::EHOSTUNREACH);
-    let all = tracer.stop();
     let r = only_connect(&all);
     assert_connect(
         r,
@@ -299,59 +322,17 @@ fn keepalive_timeout_is_a_lost_connection() {
 }
 
 #[test]
-fn ipv6_refused() {
-    require_root();
-    let pair = Pair::new("v6refused");
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let client = pair.client(&["connect", "--addr", SERVER_V6, "--port", "81"]);
-    assert_eq!(client.reports[0]["errno"], libc::ECONNREFUSED);
-    let all = tracer.stop();
-    let r = only_connect(&all);
-    assert_connect(
-        r,
-        "refused",
-        Some("ECONNREFUSED"),
-        client.pid,
-        (SERVER_V6, 81),
-    );
-    assert_source(r, CLIENT_V6);
-    assert_eq!(r["network"]["type"], "ipv6");
-}
-
-#[test]
 fn ipv6_timeout() {
     require_root();
     let pair = Pair::new("v6timeout");
     pair.server.nft(&server_rules("tcp dport 82 counter drop;"));
     pair.client.sysctl("net.ipv4.tcp_syn_retries=1");
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let client = pair.client(&["connect", "--addr", SERVER_V6, "--port", "82"]);
+    let (all, client) = traced_connect(&pair, &["connect", "--addr", SERVER_V6, "--port", "82"]);
     assert_eq!(client.reports[0]["errno"], libc::ETIMEDOUT);
-    let all = tracer.stop();
     let r = only_connect(&all);
     assert_connect(r, "timeout", Some("ETIMEDOUT"), client.pid, (SERVER_V6, 82));
     assert_syns_match_server_count(r, &pair);
     assert_eq!(r["network"]["type"], "ipv6");
-}
-
-#[test]
-fn v4_mapped_destination_is_reported_as_ipv4() {
-    require_root();
-    let pair = Pair::new("mapped");
-    let tracer = Tracer::start(&pair.client.path(), &[]);
-    let mapped = format!("::ffff:{SERVER_V4}");
-    let client = pair.client(&["connect", "--addr", &mapped, "--port", "81"]);
-    assert_eq!(client.reports[0]["errno"], libc::ECONNREFUSED);
-    let all = tracer.stop();
-    let r = only_connect(&all);
-    assert_connect(
-        r,
-        "refused",
-        Some("ECONNREFUSED"),
-        client.pid,
-        (SERVER_V4, 81),
-    );
-    assert_eq!(r["network"]["type"], "ipv4");
 }
 
 #[test]
