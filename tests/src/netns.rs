@@ -236,6 +236,7 @@ impl Pair {
 pub struct Peer {
     pub pid: u32,
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 }
 
@@ -259,9 +260,11 @@ impl Peer {
         all.extend_from_slice(args);
         let mut child = ns
             .command(&all)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start ct-peer");
+        let stdin = child.stdin.take();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines
             .next()
@@ -270,7 +273,22 @@ impl Peer {
         let v: serde_json::Value =
             serde_json::from_str(&first).expect("ct-peer's first line is JSON");
         let pid = v["pid"].as_u64().expect("pid") as u32;
-        Peer { pid, child, lines }
+        Peer {
+            pid,
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Lets a `--wait-go` client start connecting.
+    pub fn go(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().expect("ct-peer's stdin");
+        stdin
+            .write_all(b"go\n")
+            .and_then(|()| stdin.flush())
+            .expect("write to ct-peer");
     }
 
     /// The next result line, waiting for it.

@@ -80,6 +80,12 @@ impl Tracer {
             .collect()
     }
 
+    /// The next record while conntrace runs, if one arrives within `wait`.
+    pub fn next_record(&mut self, wait: Duration) -> Option<Value> {
+        let line = self.lines.recv_timeout(wait).ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+    }
+
     /// Stops after giving late events (timeouts, keepalive losses) `settle` to arrive.
     pub fn stop_after(self, settle: Duration) -> Vec<Value> {
         thread::sleep(settle);

@@ -118,6 +118,30 @@ fn refused_when_nothing_listens() {
     assert_eq!(r["network"]["type"], "ipv4");
 }
 
+/// Records below the wake-up batch (`--wakeup-batch`, 32 by default) wake nobody: conntrace
+/// must find them on its timer while it runs, not only in its final drain.
+#[test]
+fn records_held_back_arrive_while_running() {
+    require_root();
+    for batch in ["32", "0"] {
+        let pair = Pair::new(&format!("held{batch}"));
+        let mut tracer = Tracer::start(&pair.client.path(), &["--wakeup-batch", batch]);
+        let client = pair.client(&["connect", "--addr", SERVER_V4, "--port", "81"]);
+        // Polled every 20 ms, flushed every 200 ms: two seconds is ample.
+        let r = tracer
+            .next_record(Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("no record while running, --wakeup-batch {batch}"));
+        assert_connect(
+            &r,
+            "refused",
+            Some("ECONNREFUSED"),
+            client.pid,
+            (SERVER_V4, 81),
+        );
+        tracer.stop();
+    }
+}
+
 #[test]
 fn ipv6_refused() {
     require_root();
@@ -447,17 +471,11 @@ fn dest_comm_and_pid_filters_apply_in_the_kernel() {
     );
 
     // A long-lived client, so that its pid is known before it connects.
-    let mut waiting = pair.spawn_client(&[
-        "connect",
-        "--addr",
-        SERVER_V4,
-        "--port",
-        "81",
-        "--start-after-ms",
-        "1500",
-    ]);
+    let mut waiting =
+        pair.spawn_client(&["connect", "--addr", SERVER_V4, "--port", "81", "--wait-go"]);
     let pid = waiting.pid.to_string();
     let by_pid = Tracer::start(&pair.client.path(), &["--pid", &pid, "--comm", "ct-peer"]);
+    waiting.go();
     assert_eq!(waiting.next_report()["errno"], libc::ECONNREFUSED);
     pair.client(&["connect", "--addr", SERVER_V4, "--port", "81"]); // another pid
     let all = by_pid.stop();
@@ -469,4 +487,36 @@ fn dest_comm_and_pid_filters_apply_in_the_kernel() {
         (SERVER_V4, 81),
     );
     assert_ne!(v6.pid, waiting.pid);
+}
+
+#[test]
+fn a_second_connect_returning_the_same_error_is_not_a_new_attempt() {
+    require_root();
+    let pair = Pair::new("recheck");
+    let (all, client) = traced_connect(
+        &pair,
+        &[
+            "recheck",
+            "--addr",
+            SERVER_V4,
+            "--port",
+            "81",
+            "--after-ms",
+            "200",
+        ],
+    );
+    assert_eq!(
+        client.reports[0]["errno"],
+        libc::ECONNREFUSED,
+        "{:?}",
+        client.reports
+    );
+    let r = only_connect(&all);
+    assert_connect(
+        r,
+        "refused",
+        Some("ECONNREFUSED"),
+        client.pid,
+        (SERVER_V4, 81),
+    );
 }

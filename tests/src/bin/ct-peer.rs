@@ -19,9 +19,10 @@ fn main() {
         "serve" => serve(&opts),
         "connect" => connect(&opts),
         "abandon" => abandon(&opts),
+        "recheck" => recheck(&opts),
         _ => {
             eprintln!(
-                "usage: ct-peer serve|connect|abandon --addr IP --port N [--bind IP] [options]"
+                "usage: ct-peer serve|connect|abandon|recheck --addr IP --port N [--bind IP] [options]"
             );
             std::process::exit(2);
         }
@@ -37,7 +38,7 @@ struct Opts {
     count: u32,
     threads: u32,
     hold_ms: u64,
-    start_after_ms: u64,
+    wait_go: bool,
     after_ms: u64,
     reset_after_ms: Option<u64>,
     keepalive: bool,
@@ -65,9 +66,7 @@ impl Opts {
                 "--count" => o.count = value().parse().expect("--count N"),
                 "--threads" => o.threads = value().parse().expect("--threads N"),
                 "--hold-ms" => o.hold_ms = value().parse().expect("--hold-ms N"),
-                "--start-after-ms" => {
-                    o.start_after_ms = value().parse().expect("--start-after-ms N")
-                }
+                "--wait-go" => o.wait_go = true,
                 "--after-ms" => o.after_ms = value().parse().expect("--after-ms N"),
                 "--reset-after-ms" => {
                     o.reset_after_ms = Some(value().parse().expect("--reset-after-ms N"))
@@ -141,11 +140,15 @@ fn serve(o: &Opts) {
     }
 }
 
-/// Blocking connects, after `--start-after-ms`: `--count` per thread, `--threads` threads. Prints one line per
+/// Blocking connects: `--count` per thread, `--threads` threads; with `--wait-go`, only
+/// once a line arrives on stdin (so a test can learn the pid first). Prints one line per
 /// attempt: {"result": "ok"} or {"errno": N}; with --wait-close, also how it ended.
 fn connect(o: &Opts) {
     ready();
-    std::thread::sleep(Duration::from_millis(o.start_after_ms));
+    if o.wait_go {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).expect("read stdin");
+    }
     let target = o.target();
     if o.threads == 1 {
         (0..o.count).for_each(|_| connect_once(o, target));
@@ -206,4 +209,23 @@ fn abandon(o: &Opts) {
     std::thread::sleep(Duration::from_millis(o.after_ms));
     drop(sock);
     println!("{{\"result\": \"abandoned\"}}");
+}
+
+/// A non-blocking connect whose result is fetched the old way: wait `--after-ms`, then
+/// call connect() again, which returns the attempt's error a second time.
+fn recheck(o: &Opts) {
+    ready();
+    let target = o.target();
+    let sock = new_socket(target);
+    sock.set_nonblocking(true).expect("nonblocking");
+    let first = sock
+        .connect(&target.into())
+        .err()
+        .and_then(|e| e.raw_os_error());
+    std::thread::sleep(Duration::from_millis(o.after_ms));
+    let second = sock
+        .connect(&target.into())
+        .err()
+        .map_or(0, |e| errno_of(&e));
+    println!("{{\"first\": {}, \"errno\": {second}}}", first.unwrap_or(0));
 }
