@@ -35,6 +35,10 @@ pub mod defaults {
     pub const MAX_RECENT_FAILURES: u32 = 4_096;
     /// `--dest` prefixes.
     pub const MAX_DEST_PREFIXES: u32 = 64;
+    /// Records waiting before the kernel wakes the reader ([`crate::Config::wakeup_batch`]):
+    /// a wake-up costs the connecting process about a microsecond, so one per record
+    /// would cost more than the record itself (see docs/benchmarks.md).
+    pub const WAKEUP_BATCH: u8 = 32;
 }
 
 /// Names of the load-time globals (`EbpfLoader::override_global`).
@@ -340,11 +344,19 @@ pub struct Config {
     pub emit_retransmits: u8,
     /// 1: write a record when a followed connection closes normally.
     pub emit_closed: u8,
-    pub _pad: u8,
+    /// 0: the ring buffer's own wake-up (a record that finds the reader caught up wakes
+    /// it, which at moderate rates is nearly every record). N > 0: records are submitted
+    /// without a wake-up, and the one that brings the data waiting to N records wakes the
+    /// reader; userspace also reads on a timer, for whatever stays below N.
+    pub wakeup_batch: u8,
     pub comm: [u8; COMM_LEN],
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
+
+/// Bytes one [`Event`] takes in the ring buffer: the kernel's 8-byte record header, then
+/// the record (already a multiple of 8).
+pub const EVENT_RING_BYTES: u64 = core::mem::size_of::<Event>() as u64 + 8;
 
 /// Key of the `DEST_FILTER` trie's data part: an address, IPv4 stored IPv4-mapped.
 pub type DestKey = [u8; 16];

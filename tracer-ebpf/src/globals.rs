@@ -52,7 +52,7 @@ static CONFIG: Config = Config {
     emit_success: 0,
     emit_retransmits: 0,
     emit_closed: 0,
-    _pad: 0,
+    wakeup_batch: 0,
     comm: [0; 16],
 };
 

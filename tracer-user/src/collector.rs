@@ -28,6 +28,9 @@ use crate::{
 /// a storm cannot starve them.
 const BATCH: usize = 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// With `--wakeup-batch`, how often the ring buffer is read whatever the kernel says:
+/// records below the batch threshold wait at most this long.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// What the collector does with each classified event, besides counting it.
 pub trait Consumer {
@@ -209,9 +212,11 @@ async fn run_loop(
     collector: &mut Collector,
     consumer: &mut (impl Consumer + Starter),
 ) -> std::io::Result<Stop> {
-    consumer.start(info)?;
     let Tracer {
-        events, programs, ..
+        events,
+        programs,
+        held_back,
+        ..
     } = tracer;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, until dropped,
     // and the AsyncFd owns the ring buffer.
@@ -219,6 +224,9 @@ async fn run_loop(
         .map_err(|e| e.into_parts().1)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // Only now: whoever waits for the start record may signal us as soon as it sees it.
+    consumer.start(info)?;
+    consumer.flush()?;
     let mut flush = interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stats_every = schedule
@@ -230,6 +238,8 @@ async fn run_loop(
     let mut tick = tokio::time::interval_at(Instant::now() + tick_every, tick_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = schedule.duration.map(|d| Instant::now() + d);
+    let mut poll = interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let outcome: std::io::Result<()> = loop {
         tokio::select! {
@@ -240,6 +250,12 @@ async fn run_loop(
                     Ok(n) if n < BATCH => guard.clear_ready(),
                     Ok(_) => {}
                     Err(e) => break Err(e),
+                }
+            }
+            // Records submitted without a wake-up: read them on a timer, in bounded batches.
+            _ = poll.tick(), if held_back => {
+                if let Err(e) = drain_all(collector, ring.get_mut(), consumer).await {
+                    break Err(e);
                 }
             }
             _ = flush.tick() => if let Err(e) = consumer.flush() { break Err(e) },
@@ -269,6 +285,18 @@ async fn run_loop(
     consumer.stats(&snap)?;
     consumer.flush()?;
     Ok(Stop::Done)
+}
+
+/// Drains what is in the ring buffer now, a batch at a time, yielding between batches.
+async fn drain_all(
+    collector: &mut Collector,
+    ring: &mut RingBuf<MapData>,
+    consumer: &mut impl Consumer,
+) -> std::io::Result<()> {
+    while collector.drain(ring, BATCH, consumer)? == BATCH {
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 async fn wait_until(deadline: Option<Instant>) {

@@ -344,7 +344,10 @@ mod tests {
         let Err(StartError::Usage(msg)) = wakeup_batch(Some(31), 8192) else {
             panic!("31 records do not fit half of 8 KiB");
         };
-        assert!(msg.contains("--wakeup-batch 31") && msg.contains("30"), "{msg}");
+        assert!(
+            msg.contains("--wakeup-batch 31") && msg.contains("30"),
+            "{msg}"
+        );
         assert_eq!(wakeup_batch(Some(255), 1 << 20).ok(), Some(255));
     }
 

@@ -16,10 +16,12 @@ struct Details {
 }
 
 /// Process details by (pid, comm): the comm is part of the key so that a reused pid or an
-/// exec'd process is looked up afresh.
+/// exec'd process is looked up afresh. Indexed by pid, then the comm among that pid's
+/// thread names, so that a lookup (one per event) allocates nothing.
 pub struct ProcCache {
     with_args: bool,
-    entries: HashMap<(u32, String), Details>,
+    entries: HashMap<u32, Vec<(String, Details)>>,
+    len: usize,
 }
 
 impl ProcCache {
@@ -27,19 +29,32 @@ impl ProcCache {
         ProcCache {
             with_args,
             entries: HashMap::new(),
+            len: 0,
         }
     }
 
     pub fn enrich(&mut self, process: &mut Process) {
-        let key = (process.pid, process.name.clone());
-        if !self.entries.contains_key(&key) {
-            if self.entries.len() >= CAPACITY {
+        let known = self
+            .entries
+            .get(&process.pid)
+            .is_some_and(|names| names.iter().any(|(n, _)| *n == process.name));
+        if !known {
+            if self.len >= CAPACITY {
                 self.entries.clear();
+                self.len = 0;
             }
             let details = read_details(process.pid, self.with_args);
-            self.entries.insert(key.clone(), details);
+            self.entries
+                .entry(process.pid)
+                .or_default()
+                .push((process.name.clone(), details));
+            self.len += 1;
         }
-        if let Some(d) = self.entries.get(&key) {
+        let found = self
+            .entries
+            .get(&process.pid)
+            .and_then(|names| names.iter().find(|(n, _)| *n == process.name));
+        if let Some((_, d)) = found {
             process.executable.clone_from(&d.executable);
             process.args.clone_from(&d.args);
             process.container_id.clone_from(&d.container_id);
@@ -47,11 +62,11 @@ impl ProcCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 

@@ -10,7 +10,8 @@ pub fn from_name(name: &str) -> Option<u32> {
     TABLE.iter().find(|(_, n)| *n == name).map(|(e, _)| *e)
 }
 
-fn known(errno: u32) -> Option<&'static str> {
+/// The symbolic name of an errno we name; no allocation.
+pub fn known(errno: u32) -> Option<&'static str> {
     TABLE.iter().find(|(e, _)| *e == errno).map(|(_, n)| *n)
 }
 

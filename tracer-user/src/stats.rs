@@ -17,8 +17,21 @@ pub struct Counts {
 impl Counts {
     pub fn record(&mut self, event: &ConnEvent) {
         self.received += 1;
-        let key = format!("{}.{}", event.action.as_str(), event.reason.as_str());
-        *self.by_kind.entry(key).or_default() += 1;
+        // The key is built on the stack: this runs for every event, and the map holds a
+        // dozen keys at most, so only a new one is allocated.
+        let (action, reason) = (event.action.as_str(), event.reason.as_str());
+        let mut buf = [0u8; 64];
+        let len = action.len() + 1 + reason.len();
+        buf[..action.len()].copy_from_slice(action.as_bytes());
+        buf[action.len()] = b'.';
+        buf[action.len() + 1..len].copy_from_slice(reason.as_bytes());
+        let key = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+        match self.by_kind.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_kind.insert(key.to_owned(), 1);
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     setup::run(&setup::Args {
         toolchain: false,
         no_vm: args.no_vm,
-        bench: false,
+        bench: true,
     })?;
     step("format", || cargo(&["fmt", "--all", "--check"]))?;
     step("clippy (userspace)", || {
@@ -47,6 +47,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let privileged = step("build privileged tests", build_privileged)?;
     step("privileged tests on this kernel", || {
         run_privileged_here(&privileged, args.filter.as_deref())
+    })?;
+    step("benchmark harness (smoke run)", || {
+        bench_smoke(&privileged.conntrace)
     })?;
     if !args.no_vm {
         step("privileged tests in the Debian 6.1 VM", || {
@@ -131,6 +134,40 @@ fn build_privileged() -> anyhow::Result<Privileged> {
         conntrace: target_dir()?.join("debug/conntrace"),
         executables,
     })
+}
+
+/// Runs `cargo xtask bench --smoke` (a tiny round of each section) with the debug build,
+/// and checks that it wrote its tables. Its figures are never checked: they depend on the
+/// machine.
+fn bench_smoke(conntrace: &std::path::Path) -> anyhow::Result<()> {
+    require_root()?;
+    cargo(&["build", "--package", "xtask", "--bin", "loadgen"])?;
+    let out = std::env::temp_dir().join(format!("conntrace-bench-smoke-{}.md", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    crate::bench::run(&crate::bench::Args {
+        smoke: true,
+        conntrace: Some(conntrace.to_path_buf()),
+        loadgen: Some(target_dir()?.join("debug/loadgen")),
+        out: Some(out.clone()),
+        ..crate::bench::Args::default()
+    })?;
+    let report = std::fs::read_to_string(&out).context("read the smoke report")?;
+    let _ = std::fs::remove_file(&out);
+    for heading in [
+        "### Overhead",
+        "### Timeouts",
+        "### Cardinality",
+        "### Smallest ring buffer without loss",
+        "### Wake-up batching and in-kernel cost",
+        "### Targets",
+        "| none |",
+        "| conntrace → file |",
+    ] {
+        if !report.contains(heading) {
+            bail!("the benchmark report lacks {heading:?}:\n{report}");
+        }
+    }
+    Ok(())
 }
 
 fn require_root() -> anyhow::Result<()> {

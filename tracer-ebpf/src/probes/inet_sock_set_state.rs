@@ -91,16 +91,16 @@ fn on_syn_sent(ctx: &TracePointContext, sk: u64) -> Result<i64, i64> {
         };
         // A stale entry for a reused socket address is replaced: count it as removed so
         // that inserted − removed stays the number of entries.
-        if SOCKS.get_ptr(&sk).is_some() {
+        if SOCKS.get_ptr(sk).is_some() {
             count(counter::SOCKS_REMOVED);
         }
-        if SOCKS.insert(&sk, &info, 0).is_ok() {
+        if SOCKS.insert(sk, info, 0).is_ok() {
             count(counter::SOCKS_INSERTED);
         } else {
             count(counter::SOCKS_FULL);
         }
     }
-    if let Some(call) = CONNECT_CALLS.get_ptr_mut(&task.tid) {
+    if let Some(call) = CONNECT_CALLS.get_ptr_mut(task.tid) {
         // SAFETY: the pointer comes from the map.
         let call: &mut ConnectCall = unsafe { &mut *call };
         call.skaddr = sk;
@@ -137,7 +137,7 @@ fn syn_left(sk: u64, info: &SockInfo) -> bool {
     }
     // SAFETY: the pointer comes from the map.
     CONNECT_CALLS
-        .get_ptr(&tid)
+        .get_ptr(tid)
         .is_none_or(|call| unsafe { (*call).skaddr } != sk)
 }
 
@@ -147,7 +147,7 @@ fn on_connect_closed(ctx: &TracePointContext, sk: u64) -> Result<i64, i64> {
     let errno = sock_err(sk);
     if errno == 0 && !syn_left(sk, &info) {
         // connect() itself failed: its exit reports the errno it returns.
-        if let Some(call) = CONNECT_CALLS.get_ptr_mut(&info.tid) {
+        if let Some(call) = CONNECT_CALLS.get_ptr_mut(info.tid) {
             // SAFETY: the pointer comes from the map.
             unsafe { (*call).state_owns = 2 };
         }
@@ -155,7 +155,7 @@ fn on_connect_closed(ctx: &TracePointContext, sk: u64) -> Result<i64, i64> {
     }
     if errno != 0 {
         // A later connect() on this socket returns the same error: not a new attempt.
-        let _ = RECENT_FAILURES.insert(&sk, &now(), 0);
+        let _ = RECENT_FAILURES.insert(sk, now(), 0);
     }
     store_tuple(&mut info, &read_tuple(ctx)?);
     emit(|e| {

@@ -1,13 +1,13 @@
 //! `syscalls:sys_enter_connect`: remembers, per thread, where connect() is going, so that
 //! its exit can report a failure that never reached the TCP state machine.
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
 use tracer_common::{AF_INET, AF_INET6, ConnectCall, V4_MAPPED_PREFIX, counter};
 
-use crate::{
-    globals,
-    helpers::{count, current_task},
-    maps::CONNECT_CALLS,
-};
+use crate::{globals, helpers::count, maps::CONNECT_CALLS};
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -17,9 +17,12 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<i64, i64> {
-    let task = current_task();
+    // Only the ids: the rest of the task (comm, uid, cgroup) is read at SYN_SENT or at the
+    // exit, where a record is written.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let config = globals::config();
-    if config.pid != 0 && config.pid != task.tgid {
+    if config.pid != 0 && config.pid != tgid {
         return Ok(0);
     }
     let o = globals::tp();
@@ -36,7 +39,7 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<i64, i64> {
         state_owns: 0,
         _pad: [0; 7],
     };
-    if CONNECT_CALLS.insert(&task.tid, &call, 0).is_err() {
+    if CONNECT_CALLS.insert(tid, call, 0).is_err() {
         count(counter::CALLS_FULL);
     }
     Ok(0)

@@ -27,8 +27,8 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<i64, i64> {
     let tid = (aya_ebpf::helpers::bpf_get_current_pid_tgid()) as u32;
     // SAFETY: the value is copied out before the entry is removed.
-    let call: ConnectCall = *unsafe { CONNECT_CALLS.get(&tid) }.ok_or(0)?;
-    let _ = CONNECT_CALLS.remove(&tid);
+    let call: ConnectCall = *unsafe { CONNECT_CALLS.get(tid) }.ok_or(0)?;
+    let _ = CONNECT_CALLS.remove(tid);
     // SAFETY: the offset comes from this tracepoint's format file.
     let ret: i64 = unsafe { ctx.read_at(globals::tp().exit_connect_ret.into()) }?;
     if ret >= 0 {
@@ -43,7 +43,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<i64, i64> {
                 return Ok(0);
             }
             let sk = tcp_sock_of_fd(call.fd).ok_or(0)?;
-            if RECENT_FAILURES.get_ptr(&sk).is_some() {
+            if RECENT_FAILURES.get_ptr(sk).is_some() {
                 return Ok(0);
             }
             sk

@@ -1,35 +1,29 @@
 //! JSON lines, ECS field names (docs/schema.md). One object per line; the schema version
 //! rides in every record so that pipelines can route on it.
-use std::{collections::BTreeMap, io::Write};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::Serialize;
 
-use super::{RunInfo, SCHEMA_VERSION, time::rfc3339_nanos};
+use super::{
+    RunInfo, SCHEMA_VERSION,
+    time::{rfc3339_nanos, write_rfc3339_nanos},
+};
 use crate::{
     errno,
     model::{ConnEvent, tcp_state_name},
     stats::Snapshot,
 };
 
+/// The start and stats records: few, so serde writes them.
 #[derive(Serialize)]
 struct Record<'a, C: Serialize> {
     #[serde(rename = "@timestamp")]
     timestamp: String,
     event: EventObj<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorObj>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    process: Option<ProcessObj<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<UserObj>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    container: Option<ContainerObj<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    destination: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    network: Option<NetworkObj>,
     host: HostObj<'a>,
     conntrace: C,
 }
@@ -37,61 +31,7 @@ struct Record<'a, C: Serialize> {
 #[derive(Serialize)]
 struct EventObj<'a> {
     kind: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    category: &'a [&'a str],
-    #[serde(rename = "type", skip_serializing_if = "<[_]>::is_empty")]
-    type_: &'a [&'a str],
     action: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    outcome: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct ErrorObj {
-    code: String,
-}
-
-#[derive(Serialize)]
-struct ProcessObj<'a> {
-    pid: u32,
-    name: &'a str,
-    thread: ThreadObj,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    executable: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    args: Option<&'a [String]>,
-}
-
-#[derive(Serialize)]
-struct ThreadObj {
-    id: u32,
-}
-
-#[derive(Serialize)]
-struct UserObj {
-    id: String,
-}
-
-#[derive(Serialize)]
-struct ContainerObj<'a> {
-    id: &'a str,
-}
-
-#[derive(Serialize)]
-struct Endpoint {
-    ip: String,
-    port: u16,
-}
-
-#[derive(Serialize)]
-struct NetworkObj {
-    #[serde(rename = "type")]
-    type_: &'static str,
-    transport: &'static str,
 }
 
 #[derive(Serialize)]
@@ -99,79 +39,149 @@ struct HostObj<'a> {
     name: &'a str,
 }
 
-#[derive(Serialize)]
-struct ConnObj {
-    schema_version: u32,
-    netns: u32,
-    cgroup_id: u64,
-    syns_sent: u32,
-    syn_retransmits: u32,
-    retransmits: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tcp_state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    age: Option<u64>,
+/// Writes one connection record as a line.
+///
+/// Written by hand, not through serde: this runs for every event, and serde's call per
+/// key and value plus the strings allocated for the timestamp, the addresses and the ids
+/// cost several times the rest of conntrace's work per event (docs/benchmarks.md). The
+/// bytes are the ones the serde structs in this file's tests write; a test keeps the two
+/// in step. Fields in the order docs/schema.md lists them.
+pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::Result<()> {
+    out.write_all(b"{\"@timestamp\":\"")?;
+    write_rfc3339_nanos(out, e.time_ns)?;
+    out.write_all(
+        b"\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\
+          \"type\":[\"connection\"],\"action\":\"",
+    )?;
+    out.write_all(e.action.as_str().as_bytes())?;
+    out.write_all(b"\",\"outcome\":\"")?;
+    out.write_all(e.outcome.as_str().as_bytes())?;
+    out.write_all(b"\",\"reason\":\"")?;
+    out.write_all(e.reason.as_str().as_bytes())?;
+    out.write_all(b"\"")?;
+    if let Some(d) = e.duration_ns {
+        out.write_all(b",\"duration\":")?;
+        write_u64(out, d)?;
+    }
+    out.write_all(b"}")?;
+    if let Some(n) = e.errno {
+        out.write_all(b",\"error\":{\"code\":\"")?;
+        match errno::known(n) {
+            Some(name) => out.write_all(name.as_bytes())?,
+            None => {
+                out.write_all(b"E")?;
+                write_u64(out, u64::from(n))?;
+            }
+        }
+        out.write_all(b"\"}")?;
+    }
+    let p = &e.process;
+    out.write_all(b",\"process\":{\"pid\":")?;
+    write_u64(out, u64::from(p.pid))?;
+    out.write_all(b",\"name\":")?;
+    write_str(out, &p.name)?;
+    out.write_all(b",\"thread\":{\"id\":")?;
+    write_u64(out, u64::from(p.tid))?;
+    out.write_all(b"}")?;
+    if let Some(exe) = &p.executable {
+        out.write_all(b",\"executable\":")?;
+        write_str(out, exe)?;
+    }
+    if let Some(args) = &p.args {
+        out.write_all(b",\"args\":[")?;
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            write_str(out, a)?;
+        }
+        out.write_all(b"]")?;
+    }
+    out.write_all(b"},\"user\":{\"id\":\"")?;
+    write_u64(out, u64::from(p.uid))?;
+    out.write_all(b"\"}")?;
+    if let Some(id) = &p.container_id {
+        out.write_all(b",\"container\":{\"id\":")?;
+        write_str(out, id)?;
+        out.write_all(b"}")?;
+    }
+    if let Some(source) = e.source {
+        out.write_all(b",\"source\":")?;
+        write_endpoint(out, source)?;
+    }
+    out.write_all(b",\"destination\":")?;
+    write_endpoint(out, e.destination)?;
+    out.write_all(b",\"network\":{\"type\":\"")?;
+    out.write_all(e.network_type().as_bytes())?;
+    out.write_all(b"\",\"transport\":\"tcp\"},\"host\":{\"name\":")?;
+    write_str(out, host)?;
+    out.write_all(b"},\"conntrace\":{\"schema_version\":")?;
+    write_u64(out, u64::from(SCHEMA_VERSION))?;
+    for (key, value) in [
+        (&b",\"netns\":"[..], u64::from(e.netns)),
+        (b",\"cgroup_id\":", p.cgroup_id),
+        (b",\"syns_sent\":", u64::from(e.syns_sent())),
+        (b",\"syn_retransmits\":", u64::from(e.syn_retransmits)),
+        (b",\"retransmits\":", u64::from(e.retransmits)),
+    ] {
+        out.write_all(key)?;
+        write_u64(out, value)?;
+    }
+    if let Some(state) = e.tcp_state.and_then(tcp_state_name) {
+        out.write_all(b",\"tcp_state\":\"")?;
+        out.write_all(state.as_bytes())?;
+        out.write_all(b"\"")?;
+    }
+    if let Some(age) = e.age_ns {
+        out.write_all(b",\"age\":")?;
+        write_u64(out, age)?;
+    }
+    out.write_all(b"}}\n")
 }
 
-const NETWORK: &[&str] = &["network"];
-const CONNECTION: &[&str] = &["connection"];
+/// A JSON string. Names, paths and arguments rarely need escaping: those that do go
+/// through serde_json, which escapes them as it escapes everything else.
+fn write_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(s.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
+    }
+}
 
-/// Writes one connection record as a line.
-pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::Result<()> {
-    let record = Record {
-        timestamp: rfc3339_nanos(e.time_ns),
-        event: EventObj {
-            kind: "event",
-            category: NETWORK,
-            type_: CONNECTION,
-            action: e.action.as_str(),
-            outcome: Some(e.outcome.as_str()),
-            reason: Some(e.reason.as_str()),
-            duration: e.duration_ns,
-        },
-        error: e.errno.map(|n| ErrorObj {
-            code: errno::name(n),
-        }),
-        process: Some(ProcessObj {
-            pid: e.process.pid,
-            name: &e.process.name,
-            thread: ThreadObj { id: e.process.tid },
-            executable: e.process.executable.as_deref(),
-            args: e.process.args.as_deref(),
-        }),
-        user: Some(UserObj {
-            id: e.process.uid.to_string(),
-        }),
-        container: e
-            .process
-            .container_id
-            .as_deref()
-            .map(|id| ContainerObj { id }),
-        source: e.source.map(|s| Endpoint {
-            ip: s.ip().to_string(),
-            port: s.port(),
-        }),
-        destination: Some(Endpoint {
-            ip: e.destination.ip().to_string(),
-            port: e.destination.port(),
-        }),
-        network: Some(NetworkObj {
-            type_: e.network_type(),
-            transport: "tcp",
-        }),
-        host: HostObj { name: host },
-        conntrace: ConnObj {
-            schema_version: SCHEMA_VERSION,
-            netns: e.netns,
-            cgroup_id: e.process.cgroup_id,
-            syns_sent: e.syns_sent(),
-            syn_retransmits: e.syn_retransmits,
-            retransmits: e.retransmits,
-            tcp_state: e.tcp_state.and_then(tcp_state_name),
-            age: e.age_ns,
-        },
-    };
-    write_line(out, &record)
+fn write_u64(out: &mut impl Write, mut v: u64) -> std::io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.write_all(&buf[i..])
+}
+
+/// `{"ip":"10.0.0.2","port":80}`.
+fn write_endpoint(out: &mut impl Write, addr: SocketAddr) -> std::io::Result<()> {
+    out.write_all(b"{\"ip\":\"")?;
+    match addr.ip() {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b".")?;
+                }
+                write_u64(out, u64::from(octet))?;
+            }
+        }
+        IpAddr::V6(v6) => write!(out, "{v6}")?,
+    }
+    out.write_all(b"\",\"port\":")?;
+    write_u64(out, u64::from(addr.port()))?;
+    out.write_all(b"}")
 }
 
 #[derive(Serialize)]
@@ -252,22 +262,7 @@ fn bare_record<'a, C: Serialize>(
 ) -> Record<'a, C> {
     Record {
         timestamp: rfc3339_nanos(time_ns),
-        event: EventObj {
-            kind,
-            category: &[],
-            type_: &[],
-            action,
-            outcome: None,
-            reason: None,
-            duration: None,
-        },
-        error: None,
-        process: None,
-        user: None,
-        container: None,
-        source: None,
-        destination: None,
-        network: None,
+        event: EventObj { kind, action },
         host: HostObj { name: host },
         conntrace,
     }
@@ -276,4 +271,217 @@ fn bare_record<'a, C: Serialize>(
 fn write_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hand-written event writer against the serde structs it replaced.
+    use super::*;
+    use crate::model::{Action, Outcome, Process, Reason};
+
+    #[derive(Serialize)]
+    struct Reference<'a> {
+        #[serde(rename = "@timestamp")]
+        timestamp: String,
+        event: RefEvent<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<RefError>,
+        process: RefProcess<'a>,
+        user: RefUser,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container: Option<RefId<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<RefEndpoint>,
+        destination: RefEndpoint,
+        network: RefNetwork,
+        host: HostObj<'a>,
+        conntrace: RefConn,
+    }
+
+    #[derive(Serialize)]
+    struct RefEvent<'a> {
+        kind: &'a str,
+        category: &'a [&'a str],
+        #[serde(rename = "type")]
+        type_: &'a [&'a str],
+        action: &'a str,
+        outcome: &'a str,
+        reason: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration: Option<u64>,
+    }
+
+    #[derive(Serialize)]
+    struct RefError {
+        code: String,
+    }
+
+    #[derive(Serialize)]
+    struct RefProcess<'a> {
+        pid: u32,
+        name: &'a str,
+        thread: RefThread,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        executable: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        args: Option<&'a [String]>,
+    }
+
+    #[derive(Serialize)]
+    struct RefThread {
+        id: u32,
+    }
+
+    #[derive(Serialize)]
+    struct RefUser {
+        id: String,
+    }
+
+    #[derive(Serialize)]
+    struct RefId<'a> {
+        id: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct RefEndpoint {
+        ip: String,
+        port: u16,
+    }
+
+    #[derive(Serialize)]
+    struct RefNetwork {
+        #[serde(rename = "type")]
+        type_: &'static str,
+        transport: &'static str,
+    }
+
+    #[derive(Serialize)]
+    struct RefConn {
+        schema_version: u32,
+        netns: u32,
+        cgroup_id: u64,
+        syns_sent: u32,
+        syn_retransmits: u32,
+        retransmits: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tcp_state: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age: Option<u64>,
+    }
+
+    fn reference(e: &ConnEvent, host: &str) -> String {
+        let endpoint = |a: SocketAddr| RefEndpoint {
+            ip: a.ip().to_string(),
+            port: a.port(),
+        };
+        let record = Reference {
+            timestamp: rfc3339_nanos(e.time_ns),
+            event: RefEvent {
+                kind: "event",
+                category: &["network"],
+                type_: &["connection"],
+                action: e.action.as_str(),
+                outcome: e.outcome.as_str(),
+                reason: e.reason.as_str(),
+                duration: e.duration_ns,
+            },
+            error: e.errno.map(|n| RefError {
+                code: errno::name(n),
+            }),
+            process: RefProcess {
+                pid: e.process.pid,
+                name: &e.process.name,
+                thread: RefThread { id: e.process.tid },
+                executable: e.process.executable.as_deref(),
+                args: e.process.args.as_deref(),
+            },
+            user: RefUser {
+                id: e.process.uid.to_string(),
+            },
+            container: e.process.container_id.as_deref().map(|id| RefId { id }),
+            source: e.source.map(endpoint),
+            destination: endpoint(e.destination),
+            network: RefNetwork {
+                type_: e.network_type(),
+                transport: "tcp",
+            },
+            host: HostObj { name: host },
+            conntrace: RefConn {
+                schema_version: SCHEMA_VERSION,
+                netns: e.netns,
+                cgroup_id: e.process.cgroup_id,
+                syns_sent: e.syns_sent(),
+                syn_retransmits: e.syn_retransmits,
+                retransmits: e.retransmits,
+                tcp_state: e.tcp_state.and_then(tcp_state_name),
+                age: e.age_ns,
+            },
+        };
+        serde_json::to_string(&record).unwrap() + "\n"
+    }
+
+    fn written(e: &ConnEvent, host: &str) -> String {
+        let mut out = Vec::new();
+        write_event(&mut out, e, host).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn base() -> ConnEvent {
+        ConnEvent {
+            time_ns: 1_795_889_615_123_456_789,
+            action: Action::Connect,
+            reason: Reason::Refused,
+            outcome: Outcome::Failure,
+            duration_ns: Some(210_000),
+            errno: Some(111),
+            process: Process {
+                pid: 4242,
+                tid: 4243,
+                uid: 1000,
+                name: "curl".into(),
+                executable: Some("/usr/bin/curl".into()),
+                args: Some(vec!["curl".into(), "http://10.0.0.2/".into()]),
+                cgroup_id: 77,
+                container_id: None,
+            },
+            source: Some("10.0.0.1:40000".parse().unwrap()),
+            destination: "10.0.0.2:80".parse().unwrap(),
+            netns: 4_026_532_000,
+            syn_retransmits: 0,
+            retransmits: 0,
+            tcp_state: None,
+            age_ns: None,
+        }
+    }
+
+    #[test]
+    fn same_bytes_as_serde() {
+        let mut cases = vec![base()];
+        let mut e = base();
+        e.errno = Some(4095);
+        e.duration_ns = None;
+        e.source = None;
+        e.reason = Reason::LocalError;
+        e.process.executable = None;
+        e.process.args = None;
+        e.process.container_id = Some("0123abcd".into());
+        cases.push(e);
+        let mut e = base();
+        e.action = Action::Reset;
+        e.reason = Reason::Received;
+        e.outcome = Outcome::Unknown;
+        e.errno = None;
+        e.tcp_state = Some(1);
+        e.age_ns = Some(u64::MAX);
+        e.destination = "[fd00::2]:443".parse().unwrap();
+        e.source = Some("[::ffff:10.0.0.1]:0".parse().unwrap());
+        e.process.name = "we\"ird\\name\t".into();
+        e.process.args = Some(vec![String::new(), "ünï\u{1}".into()]);
+        e.time_ns = 0;
+        cases.push(e);
+        for e in &cases {
+            assert_eq!(written(e, "node-1"), reference(e, "node-1"));
+            assert_eq!(written(e, "h\"ost"), reference(e, "h\"ost"));
+        }
+    }
 }

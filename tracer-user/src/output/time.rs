@@ -14,6 +14,33 @@ pub fn rfc3339_nanos(unix_ns: u64) -> String {
     )
 }
 
+/// [`rfc3339_nanos`] written into `out` without allocating: it runs for every record.
+pub fn write_rfc3339_nanos(out: &mut impl std::io::Write, unix_ns: u64) -> std::io::Result<()> {
+    let secs = unix_ns / 1_000_000_000;
+    let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let Ok(y @ 0..=9999) = u64::try_from(y) else {
+        return out.write_all(rfc3339_nanos(unix_ns).as_bytes());
+    };
+    let rem = secs % 86_400;
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    for (range, value) in [
+        (0..4, y),
+        (5..7, u64::from(m)),
+        (8..10, u64::from(d)),
+        (11..13, rem / 3600),
+        (14..16, rem / 60 % 60),
+        (17..19, rem % 60),
+        (20..29, unix_ns % 1_000_000_000),
+    ] {
+        let mut v = value;
+        for slot in b[range].iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    out.write_all(&b)
+}
+
 /// `18:13:35.123` (UTC), for the text view.
 pub fn clock_millis(unix_ns: u64) -> String {
     let secs = unix_ns / 1_000_000_000 % 86_400;
@@ -81,6 +108,21 @@ mod tests {
             rfc3339_nanos(1_709_251_200_000_000_000),
             "2024-03-01T00:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn written_without_allocating_as_formatted() {
+        for ns in [
+            0,
+            1_795_889_615_123_456_789,
+            1_709_164_800_000_000_000,
+            951_868_799_999_999_999,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_rfc3339_nanos(&mut out, ns).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), rfc3339_nanos(ns), "{ns}");
+        }
     }
 
     #[test]
