@@ -36,8 +36,16 @@ impl Guarded {
     }
 
     /// Waits up to `limit` for the exit (then kills); returns the wait status and the
-    /// child's resource usage.
+    /// child's resource usage. Having to kill it is an error.
     fn wait_rusage(&mut self, limit: Duration) -> anyhow::Result<(i32, libc::rusage)> {
+        match self.wait_or_kill(limit)? {
+            (status, usage, false) => Ok((status, usage)),
+            (_, _, true) => bail!("did not exit within {limit:?} and was killed"),
+        }
+    }
+
+    /// Like [`Guarded::wait_rusage`], but says whether it had to kill instead of failing.
+    fn wait_or_kill(&mut self, limit: Duration) -> anyhow::Result<(i32, libc::rusage, bool)> {
         let deadline = Instant::now() + limit;
         let mut killed = false;
         loop {
@@ -48,10 +56,7 @@ impl Guarded {
             let r = unsafe { libc::wait4(self.pid(), &mut status, libc::WNOHANG, &mut usage) };
             if r == self.pid() {
                 self.reaped = true;
-                if killed {
-                    bail!("did not exit within {limit:?} and was killed");
-                }
-                return Ok((status, usage));
+                return Ok((status, usage, killed));
             }
             if r < 0 {
                 return Err(std::io::Error::last_os_error()).context("wait4");
@@ -603,7 +608,16 @@ impl Tracer {
         let cpu_s = (proc_cpu_seconds(pid) - self.attach_cpu).max(0.0);
         // SAFETY: kill() on our own unreaped child.
         unsafe { libc::kill(pid, libc::SIGINT) };
-        let (status, usage) = self.proc.wait_rusage(STOP_LIMIT)?;
+        let (status, usage, killed) = self.proc.wait_or_kill(STOP_LIMIT)?;
+        // bpftrace sometimes takes minutes to detach its probes after SIGINT (seen here,
+        // stuck in uninterruptible sleep): its lines were already read, so killing it loses
+        // nothing measured. conntrace must stop by itself.
+        if killed && !self.is_bpftrace {
+            bail!("did not exit within {STOP_LIMIT:?} and was killed");
+        }
+        if killed {
+            eprintln!("bench: bpftrace did not stop within {STOP_LIMIT:?} of SIGINT; killed it");
+        }
         let summary = self
             .stdout
             .take()
@@ -612,7 +626,7 @@ impl Tracer {
         let stderr = std::mem::replace(&mut self.stderr, thread::spawn(Vec::new))
             .join()
             .unwrap_or_default();
-        if exit_code(status) != Some(0) {
+        if !killed && exit_code(status) != Some(0) {
             bail!(
                 "the tracer failed (wait status {status}):\n{}",
                 stderr.join("\n")
