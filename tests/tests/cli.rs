@@ -177,3 +177,59 @@ fn closed_stdout_is_a_quiet_exit_0() {
         "quiet: {err}"
     );
 }
+
+#[test]
+fn a_full_connection_map_is_counted_and_logged_from_the_kernel() {
+    require_root();
+    let pair = Pair::new("mapfull");
+    let _server = pair.serve(&["--port", "80", "--hold-ms", "5000"]);
+    let mut child = Command::new(conntrace_bin())
+        .args([
+            "trace",
+            "-o",
+            "json",
+            "--stats-interval",
+            "0",
+            "--max-connections",
+            "1",
+        ])
+        .arg("--netns")
+        .arg(pair.client.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("\"start\""));
+    // Three connections held open at once: the map has room for one.
+    let client = pair.client(&[
+        "connect",
+        "--addr",
+        SERVER_V4,
+        "--port",
+        "80",
+        "--threads",
+        "3",
+        "--hold-ms",
+        "500",
+    ]);
+    assert!(
+        client.reports.iter().all(|r| r["result"] == "ok"),
+        "{:?}",
+        client.reports
+    );
+    std::thread::sleep(Duration::from_millis(300)); // the kernel log is read every 200 ms
+    // SAFETY: kill() with a valid pid and signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let last = lines.map_while(Result::ok).last().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        last.contains("\"final\":true") && last.contains("\"evictions\":2"),
+        "{last}"
+    );
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("connection map full (1 times on this CPU)"),
+        "{err}"
+    );
+}

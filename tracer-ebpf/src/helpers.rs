@@ -20,10 +20,25 @@ use crate::{
 const SOCK_STREAM: u16 = 1;
 
 pub fn count(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+    count_and_get(index);
+}
+
+/// Counts one and returns this CPU's count so far (0 if the counter is missing).
+pub fn count_and_get(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot: no other program writes it concurrently.
-        unsafe { *slot += 1 };
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot
+        },
+        None => 0,
     }
+}
+
+/// Whether the `n`th occurrence of a condition should be logged: the 1st, 2nd, 4th, 8th…
+/// so that a storm of them cannot flood the log.
+pub fn worth_logging(n: u64) -> bool {
+    n.is_power_of_two()
 }
 
 pub fn now() -> u64 {

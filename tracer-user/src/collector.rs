@@ -214,7 +214,7 @@ async fn run_loop(
 ) -> std::io::Result<Stop> {
     let Tracer {
         events,
-        programs,
+        mut programs,
         held_back,
         ..
     } = tracer;
@@ -258,7 +258,10 @@ async fn run_loop(
                     break Err(e);
                 }
             }
-            _ = flush.tick() => if let Err(e) = consumer.flush() { break Err(e) },
+            _ = flush.tick() => {
+                programs.flush_kernel_log();
+                if let Err(e) = consumer.flush() { break Err(e) }
+            }
             _ = stats.tick() => {
                 let snap = collector.snapshot(&programs, false);
                 if let Err(e) = consumer.stats(&snap) { break Err(e) }

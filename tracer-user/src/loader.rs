@@ -8,6 +8,7 @@ use aya::{
     maps::{LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{FEntry, KProbe, TracePoint},
 };
+use aya_log::EbpfLogger;
 use tracer_common::{Config, DestKey, counter, globals, maps};
 
 use crate::{
@@ -119,6 +120,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
         events,
         held_back: tuning.wakeup_batch > 0,
         programs: Programs {
+            kernel_log: kernel_logger(&mut ebpf),
             _ebpf: ebpf,
             counters,
         },
@@ -266,13 +268,29 @@ pub struct KernelCounters {
     pub read_errors: u64,
 }
 
-/// The attached programs (detached when this is dropped) and their counters.
+/// The attached programs (detached when this is dropped), their counters and their log.
 pub struct Programs {
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// The eBPF programs' own warnings (aya-log), forwarded to conntrace's log on stderr.
+fn kernel_logger(ebpf: &mut Ebpf) -> Option<EbpfLogger<&'static dyn log::Log>> {
+    EbpfLogger::init(ebpf)
+        .map_err(|e| tracing::debug!("no log from the eBPF programs: {e}"))
+        .ok()
 }
 
 impl Programs {
+    /// Forwards what the eBPF programs logged since the last call. Their log is only for
+    /// rare conditions (a full map), so reading it on the output's flush tick is enough.
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(logger) = &mut self.kernel_log {
+            logger.flush();
+        }
+    }
+
     pub fn read_counters(&self) -> anyhow::Result<KernelCounters> {
         let per_cpu = |index: u32| -> anyhow::Result<Vec<u64>> {
             Ok(self

@@ -2,13 +2,14 @@
 //! is followed from CLOSE→SYN_SENT (in the connecting process) to its →CLOSE, and every
 //! outcome is decided on a transition.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_log_ebpf::warn;
 use tracer_common::{ConnectCall, IPPROTO_TCP, SockInfo, counter, flag, kind, tcp_state};
 
 use crate::{
     globals,
     helpers::{
-        count, current_task, current_tid, emit, fill_from_sock, forget_sock, now, passes_filters,
-        sock_err, sock_info, sock_netns,
+        count, count_and_get, current_task, current_tid, emit, fill_from_sock, forget_sock, now,
+        passes_filters, sock_err, sock_info, sock_netns, worth_logging,
     },
     maps::{CONNECT_CALLS, RECENT_FAILURES, SOCKS},
 };
@@ -97,7 +98,17 @@ fn on_syn_sent(ctx: &TracePointContext, sk: u64) -> Result<i64, i64> {
         if SOCKS.insert(sk, info, 0).is_ok() {
             count(counter::SOCKS_INSERTED);
         } else {
-            count(counter::SOCKS_FULL);
+            let n = count_and_get(counter::SOCKS_FULL);
+            // Counted for the stats; said here too (the 1st, 2nd, 4th… time on each CPU),
+            // so that the log shows who was missed.
+            if worth_logging(n) {
+                warn!(
+                    ctx,
+                    "connection map full ({} times on this CPU): not following a connect by pid {}",
+                    n,
+                    task.tgid
+                );
+            }
         }
     }
     if let Some(call) = CONNECT_CALLS.get_ptr_mut(task.tid) {

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 use tracer_common::{AF_INET, AF_INET6, ConnectCall, V4_MAPPED_PREFIX, counter};
 
 use crate::{globals, helpers::count, maps::CONNECT_CALLS};
@@ -41,6 +42,10 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<i64, i64> {
     };
     if CONNECT_CALLS.insert(tid, call, 0).is_err() {
         count(counter::CALLS_FULL);
+        warn!(
+            ctx,
+            "connect-call map full: not following a connect() by pid {}", tgid
+        );
     }
     Ok(0)
 }
