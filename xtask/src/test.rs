@@ -117,16 +117,7 @@ fn build_privileged() -> anyhow::Result<Privileged> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let executables: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"profile\"") && l.contains("\"test\":true"))
-        .filter_map(|l| {
-            let key = "\"executable\":\"";
-            let start = l.find(key)? + key.len();
-            let end = l[start..].find('"')?;
-            Some(PathBuf::from(&l[start..start + end]))
-        })
-        .collect();
+    let executables = integration_test_executables(&String::from_utf8_lossy(&out.stdout));
     if executables.is_empty() {
         bail!("no privileged test executables were built");
     }
@@ -134,6 +125,22 @@ fn build_privileged() -> anyhow::Result<Privileged> {
         conntrace: target_dir()?.join("debug/conntrace"),
         executables,
     })
+}
+
+/// The executables of the integration tests (`tests/tests/*.rs`) in cargo's JSON messages:
+/// not the unit-test builds of the harness library or of `ct-peer`, and not `ct-peer`.
+fn integration_test_executables(cargo_json: &str) -> Vec<PathBuf> {
+    cargo_json
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"))
+        })
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .collect()
 }
 
 /// Runs `cargo xtask bench --smoke` (a tiny round of each section) with the debug build,
@@ -257,4 +264,41 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
         bail!("privileged tests failed in the 6.1 VM ({})", out.status);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_only_integration_test_executables() {
+        let messages = [
+            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"ct-peer","test":true},"profile":{"test":false},"executable":"/t/debug/ct-peer"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"ct-peer","test":true},"profile":{"test":true},"executable":"/t/debug/deps/ct_peer-1"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"harness","test":true},"profile":{"test":true},"executable":"/t/debug/deps/harness-2"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"cli","test":true},"profile":{"test":true},"executable":"/t/debug/deps/cli-3"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"diagnose","test":true},"profile":{"test":true},"executable":"/t/debug/deps/diagnose-4"}"#,
+            r#"{"reason":"build-finished","success":true}"#,
+        ]
+        .join("\n");
+        assert_eq!(
+            integration_test_executables(&messages),
+            [
+                PathBuf::from("/t/debug/deps/cli-3"),
+                PathBuf::from("/t/debug/deps/diagnose-4")
+            ]
+        );
+    }
+
+    #[test]
+    fn recognises_a_test_binary_by_its_name() {
+        assert!(is_test_binary(
+            std::path::Path::new("/t/deps/connect_outcomes-50d5"),
+            "connect_outcomes"
+        ));
+        assert!(!is_test_binary(
+            std::path::Path::new("/t/deps/connect_outcomes_x-50d5"),
+            "connect_outcomes"
+        ));
+    }
 }
