@@ -376,17 +376,7 @@ fn binaries(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     let release = util::target_dir()?.join("release");
     let conntrace = match &args.conntrace {
         Some(c) => absolute(c)?,
-        None => {
-            util::cargo(&[
-                "build",
-                "--release",
-                "--package",
-                "tracer-user",
-                "--bin",
-                "conntrace",
-            ])?;
-            release.join("conntrace")
-        }
+        None => util::build_release_conntrace()?,
     };
     let loadgen = match &args.loadgen {
         Some(l) => absolute(l)?,

@@ -54,18 +54,10 @@ fn main() -> std::process::ExitCode {
 
 fn run(mut args: Vec<String>) -> anyhow::Result<()> {
     setup::run(&setup::Args::toolchain_only())?;
-    util::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "tracer-user",
-        "--bin",
-        "conntrace",
-    ])?;
+    let bin = util::build_release_conntrace()?;
     if args.is_empty() {
         args.push("trace".into());
     }
-    let bin = util::target_dir()?.join("release/conntrace");
     let status = std::process::Command::new(&bin).args(&args).status()?;
     // conntrace's own exit status is the answer: pass it on unchanged.
     std::process::exit(status.code().unwrap_or(1));

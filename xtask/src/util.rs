@@ -79,3 +79,16 @@ fn describe(cmd: &Command) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Builds conntrace in release mode and returns the binary's path.
+pub fn build_release_conntrace() -> anyhow::Result<PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "tracer-user",
+        "--bin",
+        "conntrace",
+    ])?;
+    Ok(target_dir()?.join("release/conntrace"))
+}

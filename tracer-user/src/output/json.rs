@@ -277,7 +277,7 @@ fn write_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<(
 mod tests {
     //! The hand-written event writer against the serde structs it replaced.
     use super::*;
-    use crate::model::{Action, Outcome, Process, Reason};
+    use crate::model::{Action, Outcome, Reason};
 
     #[derive(Serialize)]
     struct Reference<'a> {
@@ -427,31 +427,7 @@ mod tests {
     }
 
     fn base() -> ConnEvent {
-        ConnEvent {
-            time_ns: 1_795_889_615_123_456_789,
-            action: Action::Connect,
-            reason: Reason::Refused,
-            outcome: Outcome::Failure,
-            duration_ns: Some(210_000),
-            errno: Some(111),
-            process: Process {
-                pid: 4242,
-                tid: 4243,
-                uid: 1000,
-                name: "curl".into(),
-                executable: Some("/usr/bin/curl".into()),
-                args: Some(vec!["curl".into(), "http://10.0.0.2/".into()]),
-                cgroup_id: 77,
-                container_id: None,
-            },
-            source: Some("10.0.0.1:40000".parse().unwrap()),
-            destination: "10.0.0.2:80".parse().unwrap(),
-            netns: 4_026_532_000,
-            syn_retransmits: 0,
-            retransmits: 0,
-            tcp_state: None,
-            age_ns: None,
-        }
+        super::super::tests::refused()
     }
 
     #[test]

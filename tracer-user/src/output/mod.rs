@@ -96,7 +96,8 @@ mod tests {
     use crate::model::{Action, Outcome, Process, Reason};
     use serde_json::{Value, json};
 
-    fn refused() -> ConnEvent {
+    /// A refused connect with every field set: the fixture the JSON tests share.
+    pub(super) fn refused() -> ConnEvent {
         ConnEvent {
             time_ns: 1_795_889_615_123_456_789,
             action: Action::Connect,
