@@ -179,7 +179,7 @@ fn closed_stdout_is_a_quiet_exit_0() {
 }
 
 #[test]
-fn a_full_connection_map_is_counted_and_logged_from_the_kernel() {
+fn a_full_connection_map_is_counted_and_logged() {
     require_root();
     let pair = Pair::new("mapfull");
     let _server = pair.serve(&["--port", "80", "--hold-ms", "5000"]);
@@ -229,7 +229,7 @@ fn a_full_connection_map_is_counted_and_logged_from_the_kernel() {
     );
     let err = stderr_of(&out);
     assert!(
-        err.contains("connection map full (1 times on this CPU)"),
+        err.contains("connection map full: 2 connections not followed"),
         "{err}"
     );
 }

@@ -121,6 +121,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
         held_back: tuning.wakeup_batch > 0,
         programs: Programs {
             kernel_log: kernel_logger(&mut ebpf),
+            warned_socks_full: 0,
             _ebpf: ebpf,
             counters,
         },
@@ -273,6 +274,8 @@ pub struct Programs {
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
+    /// Connections not followed (map full) when last warned about.
+    warned_socks_full: u64,
 }
 
 /// The eBPF programs' own warnings (aya-log), forwarded to conntrace's log on stderr.
@@ -289,6 +292,32 @@ impl Programs {
         if let Some(logger) = &mut self.kernel_log {
             logger.flush();
         }
+        self.warn_if_map_full();
+    }
+
+    /// Says on stderr when connections went unfollowed because the connection map was
+    /// full, at most once per doubling of their number, so a storm cannot flood the log.
+    fn warn_if_map_full(&mut self) {
+        let Ok(full) = self.sum_counter(counter::SOCKS_FULL) else {
+            return;
+        };
+        if full > self.warned_socks_full
+            && (self.warned_socks_full == 0 || full >= 2 * self.warned_socks_full)
+        {
+            tracing::warn!(
+                "connection map full: {full} connections not followed so far (raise --max-connections)"
+            );
+            self.warned_socks_full = full;
+        }
+    }
+
+    fn sum_counter(&self, index: u32) -> anyhow::Result<u64> {
+        Ok(self
+            .counters
+            .get(&index, 0)
+            .with_context(|| format!("read counter {index}"))?
+            .iter()
+            .sum())
     }
 
     pub fn read_counters(&self) -> anyhow::Result<KernelCounters> {

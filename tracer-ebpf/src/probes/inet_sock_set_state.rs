@@ -2,14 +2,13 @@
 //! is followed from CLOSE→SYN_SENT (in the connecting process) to its →CLOSE, and every
 //! outcome is decided on a transition.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use aya_log_ebpf::warn;
 use tracer_common::{ConnectCall, IPPROTO_TCP, SockInfo, counter, flag, kind, tcp_state};
 
 use crate::{
     globals,
     helpers::{
-        count, count_and_get, current_task, current_tid, emit, fill_from_sock, forget_sock, now,
-        passes_filters, sock_err, sock_info, sock_netns, worth_logging,
+        count, current_task, current_tid, emit, fill_from_sock, forget_sock, now, passes_filters,
+        sock_err, sock_info, sock_netns,
     },
     maps::{CONNECT_CALLS, RECENT_FAILURES, SOCKS},
 };
@@ -98,17 +97,10 @@ fn on_syn_sent(ctx: &TracePointContext, sk: u64) -> Result<i64, i64> {
         if SOCKS.insert(sk, info, 0).is_ok() {
             count(counter::SOCKS_INSERTED);
         } else {
-            let n = count_and_get(counter::SOCKS_FULL);
-            // Counted for the stats; said here too (the 1st, 2nd, 4th… time on each CPU),
-            // so that the log shows who was missed.
-            if worth_logging(n) {
-                warn!(
-                    ctx,
-                    "connection map full ({} times on this CPU): not following a connect by pid {}",
-                    n,
-                    task.tgid
-                );
-            }
+            // Counted; userspace warns when the count rises. (No aya-log call here: its
+            // buffer would take this program past the 512-byte stack that Linux 6.1's
+            // verifier allows a call chain.)
+            count(counter::SOCKS_FULL);
         }
     }
     if let Some(call) = CONNECT_CALLS.get_ptr_mut(task.tid) {

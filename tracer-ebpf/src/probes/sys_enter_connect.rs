@@ -8,7 +8,11 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tracer_common::{AF_INET, AF_INET6, ConnectCall, V4_MAPPED_PREFIX, counter};
 
-use crate::{globals, helpers::count, maps::CONNECT_CALLS};
+use crate::{
+    globals,
+    helpers::{count_and_get, worth_logging},
+    maps::CONNECT_CALLS,
+};
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -41,11 +45,16 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<i64, i64> {
         _pad: [0; 7],
     };
     if CONNECT_CALLS.insert(tid, call, 0).is_err() {
-        count(counter::CALLS_FULL);
-        warn!(
-            ctx,
-            "connect-call map full: not following a connect() by pid {}", tgid
-        );
+        // Logged the 1st, 2nd, 4th… time on each CPU, so that a storm cannot flood the log.
+        let n = count_and_get(counter::CALLS_FULL);
+        if worth_logging(n) {
+            warn!(
+                ctx,
+                "connect-call map full ({} times on this CPU): not following a connect() by pid {}",
+                n,
+                tgid
+            );
+        }
     }
     Ok(0)
 }
