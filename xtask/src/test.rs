@@ -219,9 +219,14 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
         String::from("set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; ");
     script += "export CONNTRACE_EXPECT_HOOK=fentry,kprobe CONNTRACE_TEST_START_TIMEOUT_S=180; ";
     script += &format!("export CONNTRACE_BIN={}; ", p.conntrace.display());
+    // Each test executable gets a time limit, so that a hang fails with its output
+    // rather than running into CI's own limit. One test at a time: under emulation each
+    // conntrace start takes ~20 s of the VM's two CPUs, and parallel tests there once
+    // stalled for many minutes.
+    let limit = format!("timeout -k 10 {VM_EXECUTABLE_LIMIT_S}");
     for exe in &p.executables {
         script += &format!(
-            "{} --test-threads=2 {}; ",
+            "{limit} {} --test-threads=1 {}; ",
             exe.display(),
             filter.unwrap_or("")
         );
@@ -233,14 +238,16 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
         .find(|e| is_test_binary(e, "connect_outcomes"))
     {
         script += &format!(
-            "CONNTRACE_TEST_HOOK=kprobe CONNTRACE_EXPECT_HOOK=kprobe {} --test-threads=2 \
+            "CONNTRACE_TEST_HOOK=kprobe CONNTRACE_EXPECT_HOOK=kprobe {limit} {} --test-threads=1 \
              refused abandoned no_route timeout_counts {}; ",
             outcomes.display(),
             filter.unwrap_or("")
         );
     }
-    script += "echo CONNTRACE_VM_TESTS_PASSED";
-    let out = Command::new("vng")
+    script += &format!("echo {VM_PASSED}");
+    // The whole tier is bounded too (coreutils timeout), well inside CI's 90 minutes.
+    let mut vng = Command::new("timeout")
+        .args(["-k", "30", &VM_TOTAL_LIMIT_S.to_string(), "vng"])
         .arg("--run")
         .arg(&kernel)
         .args([
@@ -255,16 +262,38 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
             &script,
         ])
         .current_dir(workspace_root())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .context("start vng")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprint!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // Streamed as it comes, so that CI's log shows how far the VM got.
+    let mut passed = false;
+    if let Some(stdout) = vng.stdout.take() {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            passed |= line.trim() == VM_PASSED;
+            eprintln!("{line}");
+        }
+    }
+    let status = vng.wait().context("wait for vng")?;
     // vng's own exit status has not always carried the command's, so the marker decides.
-    if !out.status.success() || !stdout.contains("CONNTRACE_VM_TESTS_PASSED") {
-        bail!("privileged tests failed in the 6.1 VM ({})", out.status);
+    if !status.success() || !passed {
+        bail!("privileged tests failed in the 6.1 VM ({status})");
     }
     Ok(())
 }
+
+/// Printed by the VM's script once every test executable there has passed.
+const VM_PASSED: &str = "CONNTRACE_VM_TESTS_PASSED";
+
+/// Seconds one test executable may run in the VM (software emulation is slow: the whole
+/// tier takes about 20 minutes, the tests one at a time).
+const VM_EXECUTABLE_LIMIT_S: u32 = 1200;
+
+/// Seconds the whole VM tier may take.
+const VM_TOTAL_LIMIT_S: u32 = 2700;
 
 #[cfg(test)]
 mod tests {
