@@ -273,7 +273,7 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
             .lines()
             .map_while(Result::ok)
         {
-            passed |= line.trim() == VM_PASSED;
+            passed |= line.contains(VM_PASSED);
             eprintln!("{line}");
         }
     }
