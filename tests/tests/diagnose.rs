@@ -76,10 +76,7 @@ fn refused_with_no_listener_is_confirmed() {
     let pair = Pair::on_unique_subnet("dg-refused");
     let run = Diagnose::start(&pair.client.path(), WINDOW, &[]);
     let seen = connect(&pair, &pair.server_v4, 81, 3);
-    assert!(
-        seen.iter().all(|r| r["errno"] == libc::ECONNREFUSED),
-        "{seen:?}"
-    );
+    assert_all_failed_with(&seen, libc::ECONNREFUSED);
     let report = run.stop();
     let f = only_finding(&report);
     assert_verdict(f, "service", "no_listener");
@@ -129,10 +126,7 @@ fn refused_by_a_firewall_although_a_listener_exists() {
         .nft(&server_rules("tcp dport 81 reject with tcp reset;"));
     let run = Diagnose::start(&pair.client.path(), WINDOW, &[]);
     let seen = connect(&pair, &pair.server_v4, 81, 2);
-    assert!(
-        seen.iter().all(|r| r["errno"] == libc::ECONNREFUSED),
-        "{seen:?}"
-    );
+    assert_all_failed_with(&seen, libc::ECONNREFUSED);
     let report = run.stop();
     let f = only_finding(&report);
     assert_verdict(f, "network", "reset_despite_listener");
@@ -222,10 +216,7 @@ fn no_route_is_a_client_side_error() {
     let run = Diagnose::start(&pair.client.path(), WINDOW, &[]);
     // No route to this address exists in the client namespace: nothing is ever sent.
     let seen = connect(&pair, "10.199.0.1", 80, 2);
-    assert!(
-        seen.iter().all(|r| r["errno"] == libc::ENETUNREACH),
-        "{seen:?}"
-    );
+    assert_all_failed_with(&seen, libc::ENETUNREACH);
     let report = run.stop();
     let f = only_finding(&report);
     assert_verdict(f, "client", "no_route");
@@ -419,4 +410,9 @@ fn trace_writes_interval_and_final_summaries() {
         "stats",
         "the final stats come after the summaries"
     );
+}
+
+/// Every attempt the client made failed with `errno`, as the application saw it.
+fn assert_all_failed_with(seen: &[Value], errno: i32) {
+    assert!(seen.iter().all(|r| r["errno"] == errno), "{seen:?}");
 }
