@@ -1,6 +1,11 @@
 //! `cargo xtask setup`: checks each prerequisite and installs what is missing, on Debian
 //! and Ubuntu; elsewhere prints what to install. Idempotent: with everything present it
 //! only checks (well under a second).
+//!
+//! The eBPF compiler is the dated nightly that `tracer-ebpf/rust-toolchain.toml` names, and
+//! bpf-linker must link the same LLVM major as that nightly: a mismatch fails the eBPF
+//! build with `ERROR llvm: Invalid record`, so it is checked here (with `ldd`), and
+//! bpf-linker is rebuilt against Debian's matching LLVM when it differs.
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
@@ -15,7 +20,7 @@ pub struct Args {
     /// Skip the VM tier's prerequisites (qemu, Debian's 6.1 kernel, virtme-ng).
     #[arg(long)]
     pub no_vm: bool,
-    /// Also what the benchmarks need (bpftrace).
+    /// Also what the benchmarks need (bpftrace, nginx, ab).
     #[arg(long)]
     pub bench: bool,
 }
@@ -30,133 +35,179 @@ impl Args {
     }
 }
 
+/// bpf-linker's version, pinned like everything else that moves.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
 /// One prerequisite: how to tell it is there and how to get it.
 struct Prerequisite {
-    name: &'static str,
-    present: fn() -> bool,
+    name: String,
+    present: Box<dyn Fn() -> bool>,
     /// Debian packages to install, if any.
-    packages: &'static [&'static str],
+    packages: Vec<String>,
     /// Steps after the packages (cargo install, rustup, pip).
-    install: Option<fn() -> anyhow::Result<()>>,
+    install: Option<Box<dyn Fn() -> anyhow::Result<()>>>,
     /// What to do by hand on other systems.
-    manual: &'static str,
+    manual: String,
 }
 
-const LLVM_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-];
+impl Prerequisite {
+    /// A tool that one Debian package provides, present when `program ARGS` succeeds.
+    fn package(
+        name: &str,
+        program: &'static str,
+        args: &'static [&'static str],
+        pkg: &str,
+    ) -> Self {
+        Prerequisite {
+            name: name.into(),
+            present: Box::new(move || succeeds(program, args)),
+            packages: vec![pkg.into()],
+            install: None,
+            manual: pkg.into(),
+        }
+    }
+}
 
-fn toolchain() -> Vec<Prerequisite> {
-    vec![
-        Prerequisite {
-            name: "nightly toolchain with rust-src",
-            present: nightly_rust_src_present,
-            packages: &[],
-            install: Some(|| {
-                util::run(Command::new("rustup").args([
-                    "toolchain",
-                    "install",
-                    "nightly",
-                    "--profile",
-                    "minimal",
-                    "--component",
-                    "rust-src",
-                ]))
-            }),
-            manual: "rustup toolchain install nightly --component rust-src",
-        },
-        Prerequisite {
-            name: "bpf-linker (LLVM 22)",
-            present: || succeeds("bpf-linker", &["--version"]),
-            packages: LLVM_PACKAGES,
-            install: Some(|| {
-                util::run(
-                    Command::new(crate::util::cargo_bin())
-                        .args([
-                            "install",
-                            "bpf-linker",
-                            "--no-default-features",
-                            "--features",
-                            "llvm-22",
-                        ])
-                        .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
-                )
-            }),
-            manual: "LLVM 22 development files, then \
-                     LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --no-default-features --features llvm-22",
-        },
-    ]
+/// The eBPF toolchain: `channel` from `tracer-ebpf/rust-toolchain.toml`.
+fn toolchain() -> anyhow::Result<Vec<Prerequisite>> {
+    let channel = util::ebpf_toolchain()?;
+    let install_channel = channel.clone();
+    let present_channel = channel.clone();
+    let mut wanted = vec![Prerequisite {
+        name: format!("eBPF toolchain {channel} (rust-src, clippy)"),
+        present: Box::new(move || ebpf_toolchain_present(&present_channel)),
+        packages: Vec::new(),
+        install: Some(Box::new(move || {
+            util::run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                &install_channel,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src,clippy,rustfmt",
+            ]))
+        })),
+        manual: format!("rustup toolchain install {channel} --component rust-src,clippy"),
+    }];
+    // The LLVM bpf-linker must link is the toolchain's; before the toolchain is installed it
+    // is not known yet, so this check is added on the second pass (see `run`).
+    if let Some(llvm) = toolchain_llvm_major(&channel) {
+        wanted.push(bpf_linker(&channel, llvm));
+    }
+    Ok(wanted)
+}
+
+fn bpf_linker(channel: &str, llvm: u32) -> Prerequisite {
+    let feature = format!("llvm-{llvm}");
+    let prefix = format!("/usr/lib/llvm-{llvm}");
+    Prerequisite {
+        name: format!("bpf-linker {BPF_LINKER_VERSION} on LLVM {llvm} (the LLVM of {channel})"),
+        present: Box::new(move || bpf_linker_llvm_major() == Some(llvm)),
+        packages: vec![
+            format!("llvm-{llvm}-dev"),
+            format!("libpolly-{llvm}-dev"),
+            "libzstd-dev".into(),
+            "zlib1g-dev".into(),
+        ],
+        install: Some(Box::new(move || {
+            util::run(
+                Command::new(util::cargo_bin())
+                    .args([
+                        "install",
+                        "--force",
+                        "--locked",
+                        "bpf-linker",
+                        "--version",
+                        BPF_LINKER_VERSION,
+                        "--no-default-features",
+                        "--features",
+                        &feature,
+                    ])
+                    .env("LLVM_PREFIX", &prefix),
+            )
+        })),
+        manual: format!(
+            "LLVM {llvm} development files, then LLVM_PREFIX=/usr/lib/llvm-{llvm} cargo install \
+             bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-{llvm}"
+        ),
+    }
 }
 
 fn test_tools() -> Vec<Prerequisite> {
     vec![
-        Prerequisite {
-            name: "iproute2 (ip)",
-            present: || succeeds("ip", &["-V"]),
-            packages: &["iproute2"],
-            install: None,
-            manual: "iproute2",
-        },
-        Prerequisite {
-            name: "nftables (nft)",
-            present: || succeeds("nft", &["--version"]),
-            packages: &["nftables"],
-            install: None,
-            manual: "nftables",
-        },
+        Prerequisite::package("iproute2 (ip)", "ip", &["-V"], "iproute2"),
+        Prerequisite::package("nftables (nft)", "nft", &["--version"], "nftables"),
+        // Real clients and servers the scenarios run besides ct-peer.
+        Prerequisite::package("curl", "curl", &["--version"], "curl"),
+        Prerequisite::package("perl", "perl", &["-MIO::Socket::IP", "-e", "1"], "perl"),
+        Prerequisite::package("python3", "python3", &["--version"], "python3"),
+        Prerequisite::package("nginx", "nginx", &["-v"], "nginx-light"),
     ]
 }
 
 fn vm_tools() -> Vec<Prerequisite> {
     vec![
+        Prerequisite::package(
+            "qemu-system-x86_64",
+            "qemu-system-x86_64",
+            &["--version"],
+            "qemu-system-x86",
+        ),
         Prerequisite {
-            name: "qemu-system-x86_64",
-            present: || succeeds("qemu-system-x86_64", &["--version"]),
-            packages: &["qemu-system-x86"],
+            name: "Debian 6.1 kernel image".into(),
+            present: Box::new(|| debian_61_kernel().is_some()),
+            packages: vec!["linux-image-amd64".into()],
             install: None,
-            manual: "qemu-system-x86",
+            manual: "Debian 12's linux-image-amd64 (6.1)".into(),
         },
+        Prerequisite::package(
+            "busybox-static (virtme-ng's init)",
+            "dpkg",
+            &["-s", "busybox-static"],
+            "busybox-static",
+        ),
         Prerequisite {
-            name: "Debian 6.1 kernel image",
-            present: || debian_61_kernel().is_some(),
-            packages: &["linux-image-amd64"],
-            install: None,
-            manual: "Debian 12's linux-image-amd64 (6.1)",
-        },
-        Prerequisite {
-            name: "busybox-static (virtme-ng's init)",
-            present: || succeeds("dpkg", &["-s", "busybox-static"]),
-            packages: &["busybox-static"],
-            install: None,
-            manual: "a statically linked busybox",
-        },
-        Prerequisite {
-            name: "virtme-ng (vng)",
-            present: || succeeds("vng", &["--version"]),
-            packages: &[],
-            install: Some(|| {
-                util::run(Command::new("pip").args(["install", "--quiet", "virtme-ng"]))
-            }),
-            manual: "pip install virtme-ng",
+            name: "virtme-ng (vng)".into(),
+            present: Box::new(|| succeeds("vng", &["--version"])),
+            packages: Vec::new(),
+            install: Some(Box::new(|| {
+                util::run(Command::new("pip").args(["install", "--quiet", "virtme-ng==1.42"]))
+            })),
+            manual: "pip install virtme-ng".into(),
         },
     ]
 }
 
 fn bench_tools() -> Vec<Prerequisite> {
-    vec![Prerequisite {
-        name: "bpftrace",
-        present: || succeeds("bpftrace", &["--version"]),
-        packages: &["bpftrace"],
-        install: None,
-        manual: "bpftrace",
-    }]
+    vec![
+        Prerequisite::package("bpftrace", "bpftrace", &["--version"], "bpftrace"),
+        Prerequisite::package("nginx", "nginx", &["-v"], "nginx-light"),
+        Prerequisite::package("ab (apache2-utils)", "ab", &["-V"], "apache2-utils"),
+    ]
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let mut wanted = toolchain();
+    // Twice at most: the bpf-linker check needs the toolchain's LLVM version, known only
+    // once the toolchain is installed.
+    for _ in 0..2 {
+        if install_missing(&wanted(args)?)? {
+            return Ok(());
+        }
+    }
+    let left: Vec<String> = wanted(args)?
+        .into_iter()
+        .filter(|p| !(p.present)())
+        .map(|p| p.name)
+        .collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    bail!("still missing after installing: {}", left.join(", "))
+}
+
+fn wanted(args: &Args) -> anyhow::Result<Vec<Prerequisite>> {
+    let mut wanted = toolchain()?;
     if !args.toolchain {
         wanted.extend(test_tools());
         if !args.no_vm {
@@ -166,15 +217,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.bench {
         wanted.extend(bench_tools());
     }
+    // One check per name (nginx is wanted by tests and benchmarks alike).
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|p| seen.insert(p.name.clone()));
+    Ok(wanted)
+}
+
+/// Installs what is missing; true when everything wanted was already there.
+fn install_missing(wanted: &[Prerequisite]) -> anyhow::Result<bool> {
     let missing: Vec<&Prerequisite> = wanted.iter().filter(|p| !(p.present)()).collect();
-    for p in wanted
-        .iter()
-        .filter(|p| !missing.iter().any(|m| m.name == p.name))
-    {
-        eprintln!("setup: ok: {}", p.name);
+    for p in wanted {
+        if !missing.iter().any(|m| m.name == p.name) {
+            eprintln!("setup: ok: {}", p.name);
+        }
     }
     if missing.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     if !is_debian_like() {
         eprintln!("setup: this is not Debian or Ubuntu; install these yourself:");
@@ -185,13 +243,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let packages: Vec<&str> = missing
         .iter()
-        .flat_map(|p| p.packages.iter().copied())
+        .flat_map(|p| p.packages.iter().map(String::as_str))
         .collect();
     if !packages.is_empty() {
         apt_install(&packages)?;
     }
     for p in &missing {
-        if let Some(install) = p.install
+        if let Some(install) = &p.install
             && !(p.present)()
         {
             eprintln!("setup: installing {}", p.name);
@@ -206,7 +264,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         eprintln!("setup: installed: {}", p.name);
     }
-    Ok(())
+    Ok(false)
 }
 
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
@@ -233,11 +291,46 @@ fn is_debian_like() -> bool {
     })
 }
 
-fn nightly_rust_src_present() -> bool {
-    output("rustc", &["+nightly", "--print", "sysroot"]).is_some_and(|root| {
-        Path::new(&root)
-            .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-            .exists()
+/// The toolchain is installed with rust-src and clippy.
+fn ebpf_toolchain_present(channel: &str) -> bool {
+    let rust_src =
+        output("rustup", &["run", channel, "rustc", "--print", "sysroot"]).is_some_and(|root| {
+            Path::new(&root)
+                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+                .exists()
+        });
+    rust_src && succeeds("rustup", &["run", channel, "cargo-clippy", "--version"])
+}
+
+/// The LLVM major version a toolchain is built on (`rustc -vV`).
+fn toolchain_llvm_major(channel: &str) -> Option<u32> {
+    let text = output("rustup", &["run", channel, "rustc", "-vV"])?;
+    llvm_major_of_rustc(&text)
+}
+
+fn llvm_major_of_rustc(rustc_vv: &str) -> Option<u32> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+}
+
+/// The LLVM major version the installed bpf-linker links, from `ldd` (bpf-linker is built
+/// against Debian's shared libLLVM); `None` when it is missing or links no libLLVM.
+fn bpf_linker_llvm_major() -> Option<u32> {
+    let path = output("sh", &["-c", "command -v bpf-linker"])?;
+    llvm_major_of_ldd(&output("ldd", &[&path])?)
+}
+
+fn llvm_major_of_ldd(ldd: &str) -> Option<u32> {
+    ldd.lines().find_map(|l| {
+        let name = l.split_whitespace().next()?;
+        // libLLVM.so.22.1 (Debian), libLLVM-22.so (upstream builds)
+        let rest = name
+            .strip_prefix("libLLVM.so.")
+            .or_else(|| name.strip_prefix("libLLVM-"))?;
+        rest.split(['.', '-']).next()?.parse().ok()
     })
 }
 
@@ -255,4 +348,26 @@ pub fn debian_61_kernel() -> Option<std::path::PathBuf> {
         .collect();
     found.sort();
     found.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_llvm_major_of_a_toolchain() {
+        let vv =
+            "rustc 1.99.0-nightly (ad3d0bc14 2026-07-31)\nbinary: rustc\nLLVM version: 22.1.8\n";
+        assert_eq!(llvm_major_of_rustc(vv), Some(22));
+        assert_eq!(llvm_major_of_rustc("rustc 1.0\n"), None);
+    }
+
+    #[test]
+    fn reads_the_llvm_major_bpf_linker_links() {
+        let debian = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibLLVM.so.22.1 => /usr/lib/llvm-22/lib/libLLVM.so.22.1 (0x00007f5a)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5b)\n";
+        assert_eq!(llvm_major_of_ldd(debian), Some(22));
+        let upstream = "\tlibLLVM-21.so => /opt/llvm/lib/libLLVM-21.so (0x1)\n";
+        assert_eq!(llvm_major_of_ldd(upstream), Some(21));
+        assert_eq!(llvm_major_of_ldd("\tstatically linked\n"), None);
+    }
 }

@@ -72,11 +72,12 @@ fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<
 }
 
 fn clippy_ebpf() -> anyhow::Result<()> {
+    let toolchain = util::ebpf_toolchain()?;
     util::run(
         Command::new("rustup")
             .args([
                 "run",
-                "nightly",
+                &toolchain,
                 "cargo",
                 "clippy",
                 "--release",

@@ -92,3 +92,17 @@ pub fn build_release_conntrace() -> anyhow::Result<PathBuf> {
     ])?;
     Ok(target_dir()?.join("release/conntrace"))
 }
+
+/// The dated nightly that builds the eBPF programs: `channel` in
+/// `tracer-ebpf/rust-toolchain.toml`, the one place that names it.
+pub fn ebpf_toolchain() -> anyhow::Result<String> {
+    let file = workspace_root().join("tracer-ebpf/rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .with_context(|| format!("{}: no `channel = \"...\"` line", file.display()))
+}
