@@ -137,6 +137,15 @@ pub struct Process {
     pub args: Option<Vec<String>>,
     /// cgroup v2 id of the connecting task.
     pub cgroup_id: u64,
+    /// Id of the connecting task's cgroup in the cgroup v1 memory hierarchy (the
+    /// directory's inode number there), 0 when the host has none. On a hybrid host a
+    /// container's v2 cgroup may be its runtime's, not its own: this one is the
+    /// container's.
+    pub cgroup_v1_id: u64,
+    /// When the process (its thread group leader) started, nanoseconds since boot
+    /// (CLOCK_BOOTTIME, as `/proc/PID/stat`'s starttime counts), 0 when unknown: procfs
+    /// details belong to this event only if the process found there started then.
+    pub start_boottime_ns: u64,
     /// Container id, when the process's cgroup path names one.
     pub container_id: Option<String>,
 }
