@@ -109,21 +109,21 @@ pub fn start_timeout() -> Duration {
     Duration::from_secs(secs.unwrap_or(30))
 }
 
-/// `CONNTRACE_TEST_HOOK=kprobe` (for example) runs the suite on one named attach path.
+/// `CONNTRACE_TEST_HOOK=kretprobe` (for example) runs the suite on one named connect hook.
 fn forced_hook() -> Vec<String> {
     std::env::var("CONNTRACE_TEST_HOOK")
         .map(|h| vec!["--connect-hook".into(), h])
         .unwrap_or_default()
 }
 
-/// In the VM tier, `CONNTRACE_EXPECT_HOOK=fentry,kprobe` says which attach paths are
+/// In the VM tier, `CONNTRACE_EXPECT_HOOK=fexit,kretprobe` says which connect hooks are
 /// acceptable there: the test fails if conntrace fell back to another.
 fn check_expected_hook(start: &Value) {
     if let Ok(expected) = std::env::var("CONNTRACE_EXPECT_HOOK") {
         let hook = start["conntrace"]["connect_hook"].as_str().unwrap_or("");
         assert!(
             expected.split(',').any(|h| h == hook),
-            "tcp_connect hook is {hook:?}, expected one of {expected}"
+            "connect hook is {hook:?}, expected one of {expected}"
         );
     }
 }

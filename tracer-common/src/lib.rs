@@ -1,40 +1,62 @@
-//! The wire format shared by conntrace's eBPF programs and its collector.
+//! The kernel contract shared by conntrace's eBPF programs and its collector.
 //!
-//! Everything that crosses the kernel/user boundary is defined here once: record layouts,
-//! record kinds, map names, counter indices and the load-time globals userspace fills in.
-//! Rules (see docs/house-style): `#[repr(C)]`, fixed-width integers and byte arrays only,
-//! widest fields first, explicit padding, and a compile-time size assertion per struct.
+//! Everything that crosses the kernel/user boundary is defined here once: the programs and
+//! the kernel hooks they attach to, record layouts, record kinds, map names, counter indices
+//! and the load-time globals userspace fills in. Rules (see the house style): `#[repr(C)]`,
+//! fixed-width integers and byte arrays only, widest fields first, explicit padding, and a
+//! compile-time size assertion per struct.
 #![no_std]
+
+pub mod hooks;
 
 /// Names of the maps, as the eBPF object declares them and userspace looks them up.
 pub mod maps {
-    /// Ring buffer carrying [`crate::Event`] records to userspace.
-    pub const EVENTS: &str = "EVENTS";
+    /// Ring buffers carrying [`crate::Event`] records to userspace. A record goes to ring
+    /// `cpu % Config::rings`, so that CPUs do not all contend for one ring and several
+    /// readers can drain them; rings past `Config::rings` stay empty.
+    pub const EVENTS: [&str; crate::MAX_RINGS] = ["EVENTS0", "EVENTS1", "EVENTS2", "EVENTS3"];
     /// Per-CPU `u64` counters, indexed by [`crate::counter`].
     pub const COUNTERS: &str = "COUNTERS";
-    /// Socket address → [`crate::SockInfo`], one entry per outgoing connection we follow.
-    pub const SOCKS: &str = "SOCKS";
-    /// Thread id → [`crate::ConnectCall`], one entry per thread inside `connect()`.
+    /// Socket address → [`crate::Conn`]: connects in flight (SYN_SENT) that we follow.
+    pub const CONNECTING: &str = "CONNECTING";
+    /// Socket address → [`crate::Conn`]: established connections we follow (for resets,
+    /// losses, retransmits and closes). Apart from [`CONNECTING`] so that many long-lived
+    /// connections never crowd out the following of new connects.
+    pub const ESTABLISHED: &str = "ESTABLISHED";
+    /// Thread id → [`crate::ConnectCall`]: threads inside `connect()`, where the hook on
+    /// connect()'s return needs what its entry saw (kretprobe and syscall hooks).
     pub const CONNECT_CALLS: &str = "CONNECT_CALLS";
-    /// Socket address → time of its last failed connect, so that a second `connect()` on a
-    /// failed socket (which returns the stored error again) is not reported twice.
-    pub const RECENT_FAILURES: &str = "RECENT_FAILURES";
+    /// Socket address → 1: sockets whose last attempt the state machine reported as failed,
+    /// so that `connect()` returning that stored error again is not a new attempt. An entry
+    /// lives no longer than its socket: the socket's next attempt or its destruction
+    /// removes it (the kernel reuses socket addresses).
+    pub const FAILED_SOCKS: &str = "FAILED_SOCKS";
     /// LPM trie of destination prefixes for `--dest` (IPv4 stored IPv4-mapped).
     pub const DEST_FILTER: &str = "DEST_FILTER";
+    /// Listening socket address → [`crate::ListenDrops`]: SYNs dropped because a listener's
+    /// accept queue was full (kernels that name the drop reason).
+    pub const LISTEN_DROPS: &str = "LISTEN_DROPS";
 }
+
+/// Ring buffers the object declares; [`Config::rings`] says how many are in use.
+pub const MAX_RINGS: usize = 4;
 
 /// Default sizes; userspace may override each at load time.
 pub mod defaults {
-    /// Bytes in the event ring buffer (a power of two, a multiple of the page size).
+    /// Bytes in each event ring buffer (a power of two, a multiple of the page size).
     pub const RING_BUFFER_BYTES: u32 = 1 << 20;
-    /// Outgoing connections followed at once (connecting and established).
-    pub const MAX_SOCKS: u32 = 65_536;
-    /// Threads inside `connect()` at once.
+    /// Connects in flight followed at once.
+    pub const MAX_CONNECTING: u32 = 65_536;
+    /// Established connections followed at once (allocated as they come).
+    pub const MAX_ESTABLISHED: u32 = 262_144;
+    /// Threads inside `connect()` at once (kretprobe and syscall hooks only).
     pub const MAX_CONNECT_CALLS: u32 = 16_384;
-    /// Recently failed sockets remembered (an LRU map: old entries fall out silently).
-    pub const MAX_RECENT_FAILURES: u32 = 4_096;
+    /// Failed sockets still open at once.
+    pub const MAX_FAILED_SOCKS: u32 = 65_536;
     /// `--dest` prefixes.
     pub const MAX_DEST_PREFIXES: u32 = 64;
+    /// Listeners with dropped SYNs remembered at once.
+    pub const MAX_LISTENERS: u32 = 4_096;
     /// Records waiting before the kernel wakes the reader ([`crate::Config::wakeup_batch`]):
     /// a wake-up costs the connecting process about a microsecond, so one per record
     /// would cost more than the record itself (see docs/benchmarks.md).
@@ -43,12 +65,12 @@ pub mod defaults {
 
 /// Names of the load-time globals (`EbpfLoader::override_global`).
 pub mod globals {
-    /// [`crate::TracepointOffsets`].
-    pub const TP_OFFSETS: &str = "TP_OFFSETS";
     /// [`crate::KernelOffsets`].
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     /// [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
+    /// [`crate::SyscallOffsets`].
+    pub const SYSCALL_OFFSETS: &str = "SYSCALL_OFFSETS";
 }
 
 /// What a record reports. The kernel reports facts; userspace classifies them.
@@ -56,7 +78,8 @@ pub mod kind {
     /// SYN_SENT → ESTABLISHED.
     pub const CONNECT_ESTABLISHED: u8 = 1;
     /// SYN_SENT → CLOSE after the SYN left; `errno` is the socket error (0: the
-    /// application closed the socket itself).
+    /// application closed the socket itself; with [`crate::flag::SOFT_ERROR`], an ICMP
+    /// error had come back before it did).
     pub const CONNECT_CLOSED: u8 = 2;
     /// `connect()` failed before any SYN left (no route, no local port, a policy).
     pub const CONNECT_LOCAL_ERROR: u8 = 3;
@@ -66,7 +89,7 @@ pub mod kind {
     pub const RESET_SENT: u8 = 5;
     /// An established connection was closed by the kernel with an error (`errno`).
     pub const LOST: u8 = 6;
-    /// An established connection closed normally; carries its retransmit count.
+    /// An established connection closed normally.
     pub const CLOSED: u8 = 7;
     /// One retransmitted segment on an established connection (only with the flag on).
     pub const RETRANSMIT: u8 = 8;
@@ -74,32 +97,50 @@ pub mod kind {
 
 /// Indices into the per-CPU counter array.
 pub mod counter {
-    /// Records submitted to the ring buffer.
+    /// Records submitted to a ring buffer.
     pub const SUBMITTED: u32 = 0;
     /// Records lost because the ring buffer was full (failed reserve).
     pub const LOST: u32 = 1;
-    /// Entries added to `SOCKS`.
-    pub const SOCKS_INSERTED: u32 = 2;
-    /// Entries removed from `SOCKS`.
-    pub const SOCKS_REMOVED: u32 = 3;
-    /// Connections not followed because `SOCKS` was full.
-    pub const SOCKS_FULL: u32 = 4;
-    /// `connect()` calls not followed because `CONNECT_CALLS` was full.
+    /// Entries added to `CONNECTING`.
+    pub const CONNECTING_INSERTED: u32 = 2;
+    /// Entries removed from `CONNECTING`.
+    pub const CONNECTING_REMOVED: u32 = 3;
+    /// Connects not followed because `CONNECTING` was full.
+    pub const CONNECTING_FULL: u32 = 4;
+    /// `connect()` calls whose return could not be followed (`CONNECT_CALLS` full).
     pub const CALLS_FULL: u32 = 5;
     /// Kernel reads (`bpf_probe_read_kernel`) that failed.
     pub const READ_ERRORS: u32 = 6;
+    /// Entries added to `ESTABLISHED`.
+    pub const ESTABLISHED_INSERTED: u32 = 7;
+    /// Entries removed from `ESTABLISHED`.
+    pub const ESTABLISHED_REMOVED: u32 = 8;
+    /// Established connections not followed because `ESTABLISHED` was full.
+    pub const ESTABLISHED_FULL: u32 = 9;
+    /// Connections whose state change to CLOSE was never seen (the kernel skipped the
+    /// program), found and ended when their socket was destroyed.
+    pub const SWEPT: u32 = 10;
+    /// Failed sockets not remembered (`FAILED_SOCKS` full): `connect()` returning their
+    /// stored error again may be reported once more.
+    pub const FAILED_SOCKS_FULL: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 12;
 }
 
-/// Values of [`Event::flags`] and [`SockInfo::flags`].
+/// Bits of [`Conn::flags`].
 pub mod flag {
-    /// The `tcp_connect` hook (fentry or kprobe) saw this connection's SYN leave.
-    pub const SYN_HOOKED: u8 = 1;
+    /// The connection reached ESTABLISHED.
+    pub const ESTABLISHED: u8 = 1;
     /// A RST was received on this connection.
     pub const RESET_RECEIVED: u8 = 2;
-    /// The connection reached ESTABLISHED.
-    pub const ESTABLISHED: u8 = 4;
+    /// The connection was accepted from a listener on this host (not connected from it):
+    /// the process is not known in the kernel.
+    pub const ACCEPTED: u8 = 4;
+    /// `errno` is the socket's soft error: an ICMP error that came back while connecting,
+    /// after which the application, not the kernel, closed the socket.
+    pub const SOFT_ERROR: u8 = 8;
+    /// The peer closed its side (FIN): `Conn::fin_ns` says when.
+    pub const PEER_FIN: u8 = 16;
 }
 
 /// Address families as the kernel numbers them.
@@ -108,6 +149,55 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
+/// `SOCK_STREAM`.
+pub const SOCK_STREAM: u16 = 1;
+/// The loopback device's index, in every network namespace: the input interface of a
+/// route lookup for locally generated traffic.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Routing tables (`include/uapi/linux/rtnetlink.h`).
+pub mod rt_table {
+    pub const DEFAULT: u32 = 253;
+    pub const MAIN: u32 = 254;
+}
+
+/// Route types (`include/uapi/linux/rtnetlink.h`).
+pub mod rtn {
+    pub const UNICAST: u8 = 1;
+    pub const LOCAL: u8 = 2;
+    pub const BLACKHOLE: u8 = 6;
+    pub const UNREACHABLE: u8 = 7;
+    pub const PROHIBIT: u8 = 8;
+    pub const THROW: u8 = 9;
+}
+
+/// Error numbers the eBPF programs decide on (`include/uapi/asm-generic/errno*.h`).
+pub mod errno {
+    pub const EINTR: u32 = 4;
+    pub const EBADF: u32 = 9;
+    pub const EAGAIN: u32 = 11;
+    pub const EACCES: u32 = 13;
+    pub const EINVAL: u32 = 22;
+    pub const ENOTSOCK: u32 = 88;
+    pub const EADDRNOTAVAIL: u32 = 99;
+    pub const ENETUNREACH: u32 = 101;
+    pub const EISCONN: u32 = 106;
+    pub const EHOSTUNREACH: u32 = 113;
+    pub const EALREADY: u32 = 114;
+    pub const EINPROGRESS: u32 = 115;
+    /// Kernel-internal: a syscall interrupted and restarted.
+    pub const ERESTARTSYS: u32 = 512;
+
+    /// Errnos of `connect()` that say nothing about an attempt's fate: it is under way or
+    /// already made (EINPROGRESS, EALREADY, EISCONN), interrupted (EINTR, ERESTARTSYS), or
+    /// the descriptor is not a socket at all (EBADF, ENOTSOCK).
+    pub const fn is_not_a_failure(errno: u32) -> bool {
+        matches!(
+            errno,
+            EINPROGRESS | EALREADY | EISCONN | EINTR | ERESTARTSYS | EBADF | ENOTSOCK
+        )
+    }
+}
 
 /// TCP states (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -128,210 +218,286 @@ pub mod tcp_state {
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
 
-/// One record from the kernel. 128 bytes.
+/// What we know of one followed connection: kept in `CONNECTING`/`ESTABLISHED` from its
+/// SYN to its close, and copied whole into every record about it. 144 bytes.
 ///
-/// Addresses are always 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), which is
-/// also how the kernel's tracepoints store it, so an IPv6 socket talking to an IPv4-mapped
-/// address and an IPv4 socket look the same.
+/// Addresses are always 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so an
+/// IPv6 socket talking to an IPv4-mapped address and an IPv4 socket look the same. They
+/// are read at the outcome: at SYN_SENT the local port may not be chosen yet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// `bpf_ktime_get_ns()` when the record was written (CLOCK_MONOTONIC).
-    pub ts_ns: u64,
-    /// When the connect began (the SYN), CLOCK_MONOTONIC; 0 if unknown.
+pub struct Conn {
+    /// When the connect began (CLOSE→SYN_SENT), CLOCK_MONOTONIC; 0 if unknown.
     pub start_ns: u64,
     /// When the connection became established, CLOCK_MONOTONIC; 0 if it never did.
     pub established_ns: u64,
-    /// Kernel address of the socket: an identity for correlating records, never dereferenced.
-    pub skaddr: u64,
     /// cgroup v2 id of the connecting task.
     pub cgroup_id: u64,
+    /// Id of the connecting task's cgroup in the v1 memory hierarchy; 0 if none.
+    pub cgroup_v1_id: u64,
+    /// When the connecting process (its thread-group leader) started, CLOCK_BOOTTIME ns.
+    pub proc_start_ns: u64,
+    /// When the peer's FIN arrived (ESTABLISHED→CLOSE_WAIT), CLOCK_MONOTONIC; 0 if not.
+    pub fin_ns: u64,
+    /// How long the connection had carried no data when the peer's FIN arrived, ns.
+    pub idle_before_fin_ns: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    /// Process (thread group) id of the task that called connect().
+    /// Process (thread group) id of the task that called connect(); 0 for accepted ones.
     pub tgid: u32,
     /// Thread id of that task.
     pub tid: u32,
     pub uid: u32,
     /// Inode number of the socket's network namespace.
     pub netns: u32,
-    /// Positive errno (0 when there is none).
-    pub errno: u32,
+    /// Retransmitted SYNs that left this host.
+    pub syn_retransmits: u32,
     /// Retransmitted segments after the handshake.
     pub retransmits: u32,
-    /// Retransmitted SYNs.
-    pub syn_retransmits: u32,
+    /// Packets of this connection (SYNs while connecting) that this host dropped before
+    /// they left it (its firewall, neighbour resolution, routing).
+    pub local_drops: u32,
     /// Host byte order.
     pub sport: u16,
     /// Host byte order.
     pub dport: u16,
     pub family: u16,
-    /// One of [`kind`].
-    pub kind: u8,
-    /// TCP state the socket was in (for resets and losses: before the event).
-    pub state: u8,
+    /// The kernel's reason (`enum skb_drop_reason`) for the last local drop; 0 if none.
+    pub drop_reason: u16,
     /// Bits of [`flag`].
     pub flags: u8,
     pub _pad: [u8; 3],
     pub comm: [u8; COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<Event>() == 128);
+const _: () = assert!(core::mem::size_of::<Conn>() == 144);
 
-impl Event {
-    /// An all-zero record, the starting point for filling one in.
-    pub const ZERO: Event = Event {
-        ts_ns: 0,
+impl Conn {
+    /// An all-zero entry, the starting point for filling one in.
+    pub const ZERO: Conn = Conn {
         start_ns: 0,
         established_ns: 0,
-        skaddr: 0,
         cgroup_id: 0,
+        cgroup_v1_id: 0,
+        proc_start_ns: 0,
+        fin_ns: 0,
+        idle_before_fin_ns: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         tgid: 0,
         tid: 0,
         uid: 0,
         netns: 0,
-        errno: 0,
-        retransmits: 0,
         syn_retransmits: 0,
+        retransmits: 0,
+        local_drops: 0,
         sport: 0,
         dport: 0,
         family: 0,
-        kind: 0,
-        state: 0,
+        drop_reason: 0,
         flags: 0,
         _pad: [0; 3],
         comm: [0; COMM_LEN],
     };
 }
 
-/// What we keep per followed connection, from its SYN to its CLOSE (value in `SOCKS`).
-/// The addresses are refreshed at ESTABLISHED: at SYN_SENT the local port may not be
-/// chosen yet.
+/// One record from the kernel. 176 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockInfo {
-    pub start_ns: u64,
-    pub established_ns: u64,
-    pub cgroup_id: u64,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub tgid: u32,
-    pub tid: u32,
-    pub uid: u32,
-    pub netns: u32,
-    pub syn_retransmits: u32,
-    pub retransmits: u32,
-    pub sport: u16,
-    pub dport: u16,
-    pub family: u16,
-    pub flags: u8,
-    pub _pad: u8,
-    pub comm: [u8; COMM_LEN],
+pub struct Event {
+    /// `bpf_ktime_get_ns()` when the record was written (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// For closes, losses and resets: bytes received on the connection (`bytes_received`).
+    pub bytes_received: u64,
+    /// For closes, losses and resets: bytes sent and acknowledged (`bytes_acked`).
+    pub bytes_acked: u64,
+    pub conn: Conn,
+    /// Positive errno (0 when there is none).
+    pub errno: u32,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// TCP state the socket was in (for resets and losses: before the event).
+    pub state: u8,
+    pub _pad: [u8; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 104);
+const _: () = assert!(core::mem::size_of::<Event>() == 176);
 
-/// A thread inside `connect()` (value in `CONNECT_CALLS`).
+impl Event {
+    /// An all-zero record.
+    pub const ZERO: Event = Event {
+        ts_ns: 0,
+        bytes_received: 0,
+        bytes_acked: 0,
+        conn: Conn::ZERO,
+        errno: 0,
+        kind: 0,
+        state: 0,
+        _pad: [0; 2],
+    };
+}
+
+/// A thread inside `connect()` (value in `CONNECT_CALLS`), for the return hooks that cannot
+/// see the call's arguments (kretprobe, syscall tracepoints).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectCall {
-    /// The socket that entered SYN_SENT during this call, 0 if none did.
-    pub skaddr: u64,
-    pub daddr: [u8; 16],
-    pub fd: u32,
-    pub dport: u16,
-    pub family: u16,
-    /// 1 while the socket state machine owns this attempt's outcome.
-    pub state_owns: u8,
-    pub _pad: [u8; 7],
+    /// kretprobe: the `struct file *`; syscall hooks: the descriptor.
+    pub file_or_fd: u64,
+    /// Where the destination address is: a kernel pointer (kretprobe) or a user pointer
+    /// (syscall hooks).
+    pub addr: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ConnectCall>() == 40);
+const _: () = assert!(core::mem::size_of::<ConnectCall>() == 16);
 
-/// Byte offsets of the tracepoint fields we read, parsed at start-up from
-/// `/sys/kernel/tracing/events/<category>/<name>/format`.
-///
-/// They are not constants because the formats move between kernels: `tcp:tcp_send_reset`
-/// gained a `reason` field and lost its ports between 6.1 and 6.18, for example. Each field
-/// is named `<tracepoint>_<field>`.
+/// SYNs a listener dropped because its accept queue was full (value in `LISTEN_DROPS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenDrops {
+    /// Last drop, CLOCK_MONOTONIC.
+    pub last_ns: u64,
+    pub drops: u64,
+    /// Listening address (IPv4 mapped).
+    pub addr: [u8; 16],
+    pub netns: u32,
+    /// The accept queue's length and limit at the last drop.
+    pub queue: u32,
+    pub backlog: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub family: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ListenDrops>() == 48);
+
+/// Byte offsets of the syscall tracepoints' fields (only with `--connect-hook syscalls`),
+/// from `/sys/kernel/tracing/events/syscalls/sys_{enter,exit}_connect/format`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct TracepointOffsets {
-    // sock/inet_sock_set_state
-    pub set_state_skaddr: u16,
-    pub set_state_oldstate: u16,
-    pub set_state_newstate: u16,
-    pub set_state_sport: u16,
-    pub set_state_dport: u16,
-    pub set_state_family: u16,
-    pub set_state_protocol: u16,
-    pub set_state_saddr_v6: u16,
-    pub set_state_daddr_v6: u16,
-    // tcp/tcp_retransmit_skb
-    pub retransmit_skaddr: u16,
-    pub retransmit_state: u16,
-    /// Absent before Linux 6.13 (0 then): older kernels fire the tracepoint only for
-    /// retransmits that were sent, newer ones for failed attempts too, with `err` set.
-    pub retransmit_err: u16,
-    // tcp/tcp_receive_reset
-    pub receive_reset_skaddr: u16,
-    // tcp/tcp_send_reset
-    pub send_reset_skaddr: u16,
-    // syscalls/sys_enter_connect
+pub struct SyscallOffsets {
     pub enter_connect_fd: u16,
     pub enter_connect_uservaddr: u16,
-    // syscalls/sys_exit_connect
     pub exit_connect_ret: u16,
+    pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 34);
+const _: () = assert!(core::mem::size_of::<SyscallOffsets>() == 8);
 
 /// Byte offsets into kernel structures, resolved from the kernel's BTF at start-up
-/// (`/sys/kernel/btf/vmlinux`). Nothing is read through them unless `resolved` is 1.
+/// (`/sys/kernel/btf/vmlinux`); userspace checks each member's size too. Nothing is read
+/// through them unless `resolved` is 1. Named `<struct>_<member>`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct KernelOffsets {
-    /// `struct sock::sk_err`.
-    pub sock_sk_err: u32,
-    /// `struct sock::__sk_common.skc_net` (a `possible_net_t` holding `struct net *`).
-    pub sock_net: u32,
-    /// `struct net::ns.inum`.
-    pub net_inum: u32,
-    /// `struct sock::sk_protocol`.
-    pub sock_protocol: u32,
-    /// `struct task_struct::files`.
-    pub task_files: u32,
-    /// `struct files_struct::fdt`.
-    pub files_fdt: u32,
-    /// `struct fdtable::fd`.
-    pub fdtable_fd: u32,
-    /// `struct fdtable::max_fds`.
-    pub fdtable_max_fds: u32,
-    /// `struct file::private_data`.
-    pub file_private_data: u32,
-    /// `struct socket::type`.
-    pub socket_type: u32,
-    /// `struct socket::sk`.
-    pub socket_sk: u32,
-    /// `struct sock::__sk_common.skc_state` (one byte).
+    // struct sock (and its sock_common)
+    pub sock_family: u32,
     pub sock_state: u32,
+    /// `struct inet_sock::inet_sport` (network order). Not `skc_num`: the kernel clears
+    /// that when it releases the port, before the CLOSE transition is traced.
+    pub sock_sport: u32,
+    pub sock_dport: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+    pub sock_net: u32,
+    pub sock_protocol: u32,
+    pub sock_err: u32,
+    pub sock_err_soft: u32,
+    /// `sk_error_queue.prev` and `.qlen`: the last queued error (ICMP errors, on kernels
+    /// that queue them whether or not the application asked with IP_RECVERR).
+    pub sock_error_queue_tail: u32,
+    pub sock_error_queue_len: u32,
+    pub sock_ack_backlog: u32,
+    pub sock_max_ack_backlog: u32,
+    // struct tcp_sock
+    pub tcp_segs_out: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_bytes_acked: u32,
+    /// Jiffies of the last data sent.
+    pub tcp_lsndtime: u32,
+    /// Jiffies of the last data received (`inet_conn.icsk_ack.lrcvtime`).
+    pub tcp_lrcvtime: u32,
+    // struct net
+    pub net_inum: u32,
+    pub net_fib4_custom_rules: u32,
+    pub net_fib6_custom_rules: u32,
+    pub net_fib6_null_entry: u32,
+    // struct sk_buff
+    pub skb_sk: u32,
+    /// `sk_buff.cb` + `sock_exterr_skb.ee.ee_errno`: a queued error's errno.
+    pub skb_queued_errno: u32,
+    // struct flowi4 / flowi6
+    pub flowi4_iif: u32,
+    pub flowi4_proto: u32,
+    pub flowi4_daddr: u32,
+    pub flowi4_dport: u32,
+    pub flowi4_sport: u32,
+    pub flowi6_iif: u32,
+    pub flowi6_proto: u32,
+    pub flowi6_daddr: u32,
+    pub flowi6_dport: u32,
+    pub flowi6_sport: u32,
+    // struct fib6_result, struct fib6_table
+    pub fib6_result_f6i: u32,
+    pub fib6_result_type: u32,
+    pub fib6_table_id: u32,
+    // struct task_struct and what hangs off it
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_cgroups: u32,
+    pub task_nsproxy: u32,
+    pub task_files: u32,
+    pub nsproxy_net: u32,
+    /// `struct css_set::subsys[memory_cgrp_id]`.
+    pub css_set_memory: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_id: u32,
+    // the descriptor walk of the syscall hooks, and the file of connect()'s hooks
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
     /// 1 when every offset above was resolved.
     pub resolved: u32,
-    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 57 * 4);
+
+/// How connect()'s own return value is observed (for failures before any SYN).
+pub mod connect_hook {
+    /// No hook on connect(): route lookups that fail and the state machine are the evidence.
+    pub const NONE: u8 = 0;
+    /// fexit on `__sys_connect_file`.
+    pub const FEXIT: u8 = 1;
+    /// kprobe and kretprobe on `__sys_connect_file`.
+    pub const KRETPROBE: u8 = 2;
+    /// The `syscalls:sys_{enter,exit}_connect` tracepoints.
+    pub const SYSCALLS: u8 = 3;
+}
 
 /// Filters and switches chosen on the command line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Config {
+    /// Bitmask over `enum skb_drop_reason` values: a dropped packet of a followed
+    /// connection with one of these reasons was dropped on this host (values from BTF).
+    pub drop_reasons: [u64; 4],
     /// Only this process (tgid); 0: any.
     pub pid: u32,
     /// Only sockets in this network namespace (inode number); 0: any.
     pub netns: u32,
+    /// `enum cgroup_subsys_id` value of the memory controller (from BTF), for
+    /// [`Conn::cgroup_v1_id`].
+    pub memory_cgrp_id: u32,
+    /// Nanoseconds per jiffy (the kernel's HZ), for [`Conn::idle_before_fin_ns`].
+    pub ns_per_jiffy: u32,
+    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel; 0 if it has none.
+    pub listen_overflow_reason: u32,
     /// Only this destination port; 0: any.
     pub dport: u16,
     /// 1: only destinations in the `DEST_FILTER` trie.
@@ -349,10 +515,22 @@ pub struct Config {
     /// without a wake-up, and the one that brings the data waiting to N records wakes the
     /// reader; userspace also reads on a timer, for whatever stays below N.
     pub wakeup_batch: u8,
+    /// Ring buffers in use (1 to [`MAX_RINGS`]).
+    pub rings: u8,
+    /// One of [`connect_hook`].
+    pub connect_hook: u8,
+    /// 1: read [`Conn::cgroup_v1_id`] (the host has a v1 memory hierarchy).
+    pub read_cgroup_v1: u8,
+    /// 1: follow connections accepted by listeners on this host too.
+    pub follow_accepted: u8,
+    /// 1: `tcp_retransmit_skb` passes the retransmit's error as its third argument
+    /// (Linux 6.13+; it then fires for retransmits that failed too).
+    pub retransmit_has_err: u8,
+    pub _pad: [u8; 3],
     pub comm: [u8; COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 88);
 
 /// Bytes one [`Event`] takes in the ring buffer: the kernel's 8-byte record header, then
 /// the record (already a multiple of 8).
@@ -369,9 +547,10 @@ mod pod {
     // SAFETY: all of these are `repr(C)`, `Copy`, made of integers and byte arrays, with
     // explicit padding, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::ConnectCall {}
-    unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::ListenDrops {}
+    unsafe impl aya::Pod for super::SyscallOffsets {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Config {}
 }

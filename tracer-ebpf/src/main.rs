@@ -1,10 +1,13 @@
-//! conntrace's eBPF programs: one module per kernel hook under `probes/`, the steps they
-//! share in `helpers`, the maps in `maps`, the load-time knobs in `globals`.
+//! conntrace's eBPF programs: one module per kernel hook under `probes/`, a connection's
+//! life in `conn`, kernel reads in `kernel`, the steps every probe shares in `helpers`, the
+//! maps in `maps`, the load-time knobs in `globals`.
 #![no_std]
 #![no_main]
 
+mod conn;
 mod globals;
 mod helpers;
+mod kernel;
 mod maps;
 mod probes;
 

@@ -205,6 +205,15 @@ pub struct Entry {
     pub unreachable_errnos: BTreeMap<u32, u64>,
     /// Attempts that failed before any SYN, by errno.
     pub local_errors: BTreeMap<u32, u64>,
+    /// Failed attempts none of whose SYNs left this host (its firewall, neighbour
+    /// resolution or routing dropped them all), by the kernel's drop reason.
+    pub dropped_here: BTreeMap<String, u64>,
+    /// Of those, the ones that timed out and the ones the application abandoned (they are
+    /// counted in `timeout` and `abandoned` too).
+    pub timeouts_dropped_here: u64,
+    pub abandoned_dropped_here: u64,
+    /// Unreachable attempts that the application closed after the ICMP error came back.
+    pub unreachable_closed_by_app: u64,
     pub resets_received: u64,
     pub resets_sent: u64,
     /// Ages of the most recent resets received, oldest first.
@@ -336,6 +345,10 @@ impl Entry {
                 if let Some(stats) = self.failure_stats_mut(reason) {
                     stats.add(e);
                 }
+                self.note_local_drops(e);
+                if e.details.closed_after_error {
+                    self.unreachable_closed_by_app += 1;
+                }
                 if reason == Reason::Unreachable {
                     *self
                         .unreachable_errnos
@@ -348,6 +361,30 @@ impl Entry {
             }
         }
         self.note_error(e);
+    }
+
+    /// A failed attempt whose SYNs all stayed on this host.
+    fn note_local_drops(&mut self, e: &ConnEvent) {
+        if e.details.local_drops == 0 || e.syns_sent() > 0 {
+            return;
+        }
+        let reason = e.details.drop_reason.as_deref().unwrap_or("UNKNOWN");
+        match self.dropped_here.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                self.dropped_here.insert(reason.to_owned(), 1);
+            }
+        }
+        match e.reason {
+            Reason::Timeout => self.timeouts_dropped_here += 1,
+            Reason::Abandoned => self.abandoned_dropped_here += 1,
+            _ => {}
+        }
+    }
+
+    /// Failed attempts none of whose SYNs left this host.
+    pub fn dropped_here_count(&self) -> u64 {
+        self.dropped_here.values().sum()
     }
 
     fn note_error(&mut self, e: &ConnEvent) {
@@ -374,6 +411,11 @@ impl Entry {
             + self.reset_ages_ns.capacity() * size_of::<u64>()
             + (self.unreachable_errnos.len() + self.local_errors.len() + self.lost.len())
                 * map_entry
+            + self
+                .dropped_here
+                .keys()
+                .map(|k| k.capacity() + map_entry)
+                .sum::<usize>()
     }
 }
 
@@ -490,7 +532,7 @@ impl Aggregator {
     }
 
     /// Records that found the table full and were folded into an `other` entry.
-    pub fn evictions(&self) -> u64 {
+    pub fn folded(&self) -> u64 {
         self.evictions
     }
 
@@ -537,6 +579,7 @@ pub(crate) mod tests {
                 args: None,
                 cgroup_id: 7,
                 container_id: None,
+                ..Process::default()
             },
             source: Some("10.0.0.1:40000".parse().unwrap()),
             destination: dest.parse().unwrap(),
@@ -545,6 +588,7 @@ pub(crate) mod tests {
             retransmits: 0,
             tcp_state: None,
             age_ns: None,
+            details: Default::default(),
         }
     }
 
@@ -772,7 +816,7 @@ pub(crate) mod tests {
         // A known destination keeps its own entry after the table filled.
         agg.record(&connect(Reason::Refused, "10.0.0.2:1", 1));
         assert_eq!(agg.len(), 3);
-        assert_eq!(agg.evictions(), 3);
+        assert_eq!(agg.folded(), 3);
         let other = agg
             .get(&Key {
                 destination: None,
@@ -836,7 +880,7 @@ pub(crate) mod tests {
         }
         assert_eq!(agg.len(), DEFAULT_MAX_KEYS + 1);
         assert!(agg.len() <= agg.capacity());
-        assert_eq!(agg.evictions(), 2 * (100_000 - DEFAULT_MAX_KEYS as u64));
+        assert_eq!(agg.folded(), 2 * (100_000 - DEFAULT_MAX_KEYS as u64));
         let other = agg
             .get(&Key {
                 destination: None,

@@ -25,6 +25,7 @@ const AGGREGATE_EMIT: Emit = Emit {
     successes: true,
     closes: true,
     retransmits: false,
+    accepted: false,
 };
 
 /// `conntrace trace`; with `--summary-interval`, summaries too.
@@ -45,6 +46,7 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
             successes: config.all,
             closes: config.all,
             retransmits: config.retransmits,
+            accepted: false,
         }
     };
     let tracer = start(&config.filters, &config.tuning, emit)?;
@@ -174,13 +176,12 @@ pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
         window_ns: end_ns.saturating_sub(info.start_ns),
     };
     let findings = diagnose::diagnose(&ctx);
-    let lost_events = watch.last.as_ref().map_or(0, |s| s.kernel.lost);
+    let kernel = watch.last.map(|s| s.kernel).unwrap_or_default();
     let run = report::RunSummary {
         info: &info,
         end_ns,
-        lost_events,
     };
-    let totals = report::totals(&watch.aggregate, lost_events);
+    let totals = report::totals(&watch.aggregate, &kernel);
     let format = if args.json {
         Format::Json
     } else {
@@ -223,7 +224,7 @@ pub fn start(
         tracing::debug!("{why}");
     }
     tracing::info!(
-        "attached; tcp_connect hook: {} (kernel {})",
+        "attached; connect hook: {} (kernel {})",
         tracer.hook,
         tracer.kernel_release
     );

@@ -169,16 +169,29 @@ pub struct TuningArgs {
     #[arg(long, value_name = "N")]
     pub wakeup_batch: Option<u8>,
 
-    /// Connections followed at once (connecting and established).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_SOCKS)]
+    /// Connects in flight followed at once (beyond them, new connects are counted as not
+    /// followed).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_CONNECTING)]
     pub max_connections: u32,
 
-    /// Where tracefs is mounted [default: /sys/kernel/tracing, then /sys/kernel/debug/tracing].
+    /// Established connections followed at once, for their resets, losses and
+    /// retransmits (memory is used as connections come).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_ESTABLISHED)]
+    pub max_established: u32,
+
+    /// Event ring buffers, each read by its own thread [default: one per four CPUs, at
+    /// most 4].
+    #[arg(long, value_name = "N")]
+    pub rings: Option<u8>,
+
+    /// Where tracefs is mounted, for `--connect-hook syscalls` [default:
+    /// /sys/kernel/tracing, then /sys/kernel/debug/tracing].
     #[arg(long, value_name = "DIR")]
     pub tracefs: Option<PathBuf>,
 
-    /// How to see a SYN leave: `auto` tries fentry, then kprobe, then the state change;
-    /// naming one makes its absence an error.
+    /// How connect()'s own result is seen (failures before any SYN: no route, no local
+    /// port, a local policy). `auto` tries fexit, then kretprobe, then tracepoint; naming
+    /// one makes its absence an error.
     #[arg(long, value_enum, default_value_t = ConnectHookChoice::Auto)]
     pub connect_hook: ConnectHookChoice,
 }
@@ -186,14 +199,18 @@ pub struct TuningArgs {
 /// `--connect-hook`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ConnectHookChoice {
-    /// The best this kernel allows.
+    /// The best this kernel allows, never `syscalls`.
     Auto,
-    /// fentry on tcp_connect (BPF trampolines).
-    Fentry,
-    /// kprobe on tcp_connect.
-    Kprobe,
-    /// The CLOSE→SYN_SENT state change only.
+    /// fexit on the kernel's connect (BPF trampolines): exact and nearly free.
+    Fexit,
+    /// kprobe and kretprobe on the kernel's connect: exact.
+    Kretprobe,
+    /// No hook on connect(): failed route lookups and the state machine (kernels without
+    /// fentry and kprobes); a local policy's EPERM/EACCES is not seen.
     Tracepoint,
+    /// The syscall tracepoints: exact on any kernel, but every system call of every
+    /// process on the host takes the kernel's slow path while conntrace runs.
+    Syscalls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

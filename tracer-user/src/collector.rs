@@ -122,7 +122,7 @@ enum Stop {
 }
 
 struct Collector {
-    offset_ns: i128,
+    kernel: crate::classify::Context,
     counts: Counts,
     procs: ProcCache,
 }
@@ -134,7 +134,7 @@ impl Collector {
             self.counts.malformed += 1;
             return Ok(());
         };
-        let Some(mut event) = classify(&raw, self.offset_ns) else {
+        let Some(mut event) = classify(&raw, &self.kernel) else {
             self.counts.malformed += 1;
             return Ok(());
         };
@@ -183,7 +183,10 @@ pub async fn run(
     consumer: &mut (impl Consumer + Starter),
 ) -> anyhow::Result<Status> {
     let mut collector = Collector {
-        offset_ns: monotonic_to_unix_ns(),
+        kernel: crate::classify::Context {
+            boot_to_unix_ns: monotonic_to_unix_ns(),
+            drop_reasons: tracer.drop_reasons.clone(),
+        },
         counts: Counts::default(),
         procs: ProcCache::new(with_args),
     };
@@ -213,15 +216,20 @@ async fn run_loop(
     consumer: &mut (impl Consumer + Starter),
 ) -> std::io::Result<Stop> {
     let Tracer {
-        events,
+        rings,
         mut programs,
         held_back,
         ..
     } = tracer;
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, until dropped,
-    // and the AsyncFd owns the ring buffer.
-    let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
+    let mut rings = rings
+        .into_iter()
+        // SAFETY: a ring buffer owns its map fd and keeps it open, unchanged, until
+        // dropped, and the AsyncFd owns the ring buffer.
+        .map(|ring| {
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // Only now: whoever waits for the start record may signal us as soon as it sees it.
@@ -243,18 +251,12 @@ async fn run_loop(
 
     let outcome: std::io::Result<()> = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                let n = collector.drain(guard.get_inner_mut(), BATCH, consumer);
-                match n {
-                    Ok(n) if n < BATCH => guard.clear_ready(),
-                    Ok(_) => {}
-                    Err(e) => break Err(e),
-                }
+            drained = drain_a_ready_ring(&mut rings, collector, consumer) => {
+                if let Err(e) = drained { break Err(e) }
             }
             // Records submitted without a wake-up: read them on a timer, in bounded batches.
             _ = poll.tick(), if held_back => {
-                if let Err(e) = drain_all(collector, ring.get_mut(), consumer).await {
+                if let Err(e) = drain_all(collector, &mut rings, consumer).await {
                     break Err(e);
                 }
             }
@@ -282,24 +284,50 @@ async fn run_loop(
         Ok(()) => {}
     }
     // Whatever the kernel wrote before we stopped is still ours to report.
-    let ring = ring.get_mut();
-    while collector.drain(ring, BATCH, consumer)? == BATCH {}
+    for ring in &mut rings {
+        while collector.drain(ring.get_mut(), BATCH, consumer)? == BATCH {}
+    }
     let snap = collector.snapshot(&programs, true);
     consumer.stats(&snap)?;
     consumer.flush()?;
     Ok(Stop::Done)
 }
 
-/// Drains what is in the ring buffer now, a batch at a time, yielding between batches.
+/// Drains what is in the ring buffers now, a batch at a time, yielding between batches.
 async fn drain_all(
     collector: &mut Collector,
-    ring: &mut RingBuf<MapData>,
+    rings: &mut [AsyncFd<RingBuf<MapData>>],
     consumer: &mut impl Consumer,
 ) -> std::io::Result<()> {
-    while collector.drain(ring, BATCH, consumer)? == BATCH {
-        tokio::task::yield_now().await;
+    for ring in rings {
+        while collector.drain(ring.get_mut(), BATCH, consumer)? == BATCH {
+            tokio::task::yield_now().await;
+        }
     }
     Ok(())
+}
+
+/// Waits until a ring buffer has records, and handles a batch of them. Its readiness is
+/// kept while records remain, so that the next call comes back to it at once.
+async fn drain_a_ready_ring(
+    rings: &mut [AsyncFd<RingBuf<MapData>>],
+    collector: &mut Collector,
+    consumer: &mut impl Consumer,
+) -> std::io::Result<()> {
+    std::future::poll_fn(|cx| {
+        for ring in rings.iter_mut() {
+            if let std::task::Poll::Ready(guard) = ring.poll_read_ready_mut(cx) {
+                let mut guard = guard?;
+                let n = collector.drain(guard.get_inner_mut(), BATCH, consumer)?;
+                if n < BATCH {
+                    guard.clear_ready();
+                }
+                return std::task::Poll::Ready(Ok(()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 async fn wait_until(deadline: Option<Instant>) {

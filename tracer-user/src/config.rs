@@ -147,6 +147,9 @@ pub struct Tuning {
     /// finds the reader caught up.
     pub wakeup_batch: u8,
     pub max_connections: u32,
+    pub max_established: u32,
+    /// Event ring buffers; `None`: one per four CPUs.
+    pub rings: Option<u8>,
     pub tracefs: Option<PathBuf>,
     pub connect_hook: ConnectHookChoice,
 }
@@ -165,10 +168,25 @@ impl Tuning {
                 "--max-connections must be at least 1".into(),
             ));
         }
+        if args.max_established == 0 {
+            return Err(StartError::Usage(
+                "--max-established must be at least 1".into(),
+            ));
+        }
+        if let Some(rings) = args.rings
+            && !(1..=tracer_common::MAX_RINGS).contains(&usize::from(rings))
+        {
+            return Err(StartError::Usage(format!(
+                "--rings {rings}: give 1 to {}",
+                tracer_common::MAX_RINGS
+            )));
+        }
         Ok(Tuning {
             ring_buffer_bytes: size,
             wakeup_batch,
             max_connections: args.max_connections,
+            max_established: args.max_established,
+            rings: args.rings,
             tracefs: args.tracefs.clone(),
             connect_hook: args.connect_hook,
         })
@@ -326,6 +344,8 @@ mod tests {
             ring_buffer_size: 5000,
             wakeup_batch: None,
             max_connections: 1,
+            max_established: 1,
+            rings: None,
             tracefs: None,
             connect_hook: ConnectHookChoice::Auto,
         };
@@ -336,16 +356,17 @@ mod tests {
 
     #[test]
     fn wakeup_batch_fits_half_the_ring_buffer() {
-        // 8 KiB: 30 records of 136 bytes fit in half of it.
-        assert_eq!(wakeup_batch(None, 8192).ok(), Some(30));
+        // 8 KiB: 22 records of 184 bytes (with the ring's header) fit in half of it.
+        assert_eq!(tracer_common::EVENT_RING_BYTES, 184);
+        assert_eq!(wakeup_batch(None, 8192).ok(), Some(22));
         assert_eq!(wakeup_batch(None, 1 << 20).ok(), Some(32));
         assert_eq!(wakeup_batch(Some(0), 4096).ok(), Some(0));
-        assert_eq!(wakeup_batch(Some(30), 8192).ok(), Some(30));
-        let Err(StartError::Usage(msg)) = wakeup_batch(Some(31), 8192) else {
-            panic!("31 records do not fit half of 8 KiB");
+        assert_eq!(wakeup_batch(Some(22), 8192).ok(), Some(22));
+        let Err(StartError::Usage(msg)) = wakeup_batch(Some(23), 8192) else {
+            panic!("23 records do not fit half of 8 KiB");
         };
         assert!(
-            msg.contains("--wakeup-batch 31") && msg.contains("30"),
+            msg.contains("--wakeup-batch 23") && msg.contains("22"),
             "{msg}"
         );
         assert_eq!(wakeup_batch(Some(255), 1 << 20).ok(), Some(255));

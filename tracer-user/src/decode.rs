@@ -36,51 +36,50 @@ pub(crate) mod tests {
         let mut e = Event::ZERO;
         e.kind = kind::CONNECT_CLOSED;
         e.errno = 111;
-        e.dport = 8080;
-        e.family = AF_INET;
-        e.tgid = 4242;
-        e.comm[..4].copy_from_slice(b"curl");
+        e.conn.dport = 8080;
+        e.conn.family = AF_INET;
+        e.conn.tgid = 4242;
+        e.conn.comm[..4].copy_from_slice(b"curl");
         assert_eq!(decode(&bytes_of(&e)), Ok(e));
     }
 
     #[test]
     fn decodes_from_a_fixed_byte_layout() {
         // The offsets are the wire format: a change here is a change for every kernel object.
-        let mut raw = [0u8; 128];
+        let mut raw = [0u8; 176];
         raw[0..8].copy_from_slice(&1_000u64.to_le_bytes()); // ts_ns
-        raw[56 + 12..72].copy_from_slice(&[10, 0, 0, 1]); // daddr, IPv4-mapped tail
-        raw[72..76].copy_from_slice(&77u32.to_le_bytes()); // tgid
-        raw[88..92].copy_from_slice(&110u32.to_le_bytes()); // errno
-        raw[96..100].copy_from_slice(&2u32.to_le_bytes()); // syn_retransmits
-        raw[102..104].copy_from_slice(&443u16.to_le_bytes()); // dport
-        raw[106] = kind::RESET_RECEIVED; // kind
-        raw[112..116].copy_from_slice(b"wget"); // comm
+        raw[8..16].copy_from_slice(&5u64.to_le_bytes()); // bytes_received
+        raw[24 + 72 + 12..24 + 88].copy_from_slice(&[10, 0, 0, 1]); // conn.daddr, IPv4-mapped tail
+        raw[24 + 88..24 + 92].copy_from_slice(&77u32.to_le_bytes()); // conn.tgid
+        raw[24 + 104..24 + 108].copy_from_slice(&2u32.to_le_bytes()); // conn.syn_retransmits
+        raw[24 + 118..24 + 120].copy_from_slice(&443u16.to_le_bytes()); // conn.dport
+        raw[24 + 128..24 + 132].copy_from_slice(b"wget"); // conn.comm
+        raw[168..172].copy_from_slice(&110u32.to_le_bytes()); // errno
+        raw[172] = kind::RESET_RECEIVED; // kind
         let e = decode(&raw).unwrap();
-        assert_eq!(e.ts_ns, 1_000);
-        assert_eq!(e.daddr[12..], [10, 0, 0, 1]);
-        assert_eq!(e.tgid, 77);
+        assert_eq!((e.ts_ns, e.bytes_received), (1_000, 5));
+        assert_eq!(e.conn.daddr[12..], [10, 0, 0, 1]);
+        assert_eq!(e.conn.tgid, 77);
         assert_eq!(e.errno, 110);
-        assert_eq!(e.syn_retransmits, 2);
-        assert_eq!(e.dport, 443);
+        assert_eq!(e.conn.syn_retransmits, 2);
+        assert_eq!(e.conn.dport, 443);
         assert_eq!(e.kind, kind::RESET_RECEIVED);
-        assert_eq!(&e.comm[..4], b"wget");
+        assert_eq!(&e.conn.comm[..4], b"wget");
     }
 
     #[test]
     fn refuses_short_and_long_items() {
-        assert_eq!(decode(&[0u8; 127]), Err(BadLength(127)));
-        assert_eq!(decode(&[0u8; 129]), Err(BadLength(129)));
+        assert_eq!(decode(&[0u8; 175]), Err(BadLength(175)));
+        assert_eq!(decode(&[0u8; 177]), Err(BadLength(177)));
         assert_eq!(decode(&[]), Err(BadLength(0)));
     }
 
     #[test]
     fn decodes_unaligned_input() {
-        let e = Event {
-            tgid: 9,
-            ..Event::ZERO
-        };
-        let mut raw = [0u8; 129];
+        let mut e = Event::ZERO;
+        e.conn.tgid = 9;
+        let mut raw = [0u8; 177];
         raw[1..].copy_from_slice(&bytes_of(&e));
-        assert_eq!(decode(&raw[1..]).unwrap().tgid, 9);
+        assert_eq!(decode(&raw[1..]).unwrap().conn.tgid, 9);
     }
 }

@@ -174,16 +174,54 @@ pub struct ConnEvent {
     pub tcp_state: Option<u8>,
     /// For resets, losses and closes: time since the connection was established.
     pub age_ns: Option<u64>,
+    /// What else the kernel saw of the connection.
+    pub details: Details,
+}
+
+/// The rarer facts of a record, apart so that the common ones stay easy to build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    /// Packets of this connection this host dropped before they left it (SYNs while
+    /// connecting): its firewall, neighbour resolution, routing.
+    pub local_drops: u32,
+    /// The kernel's reason for the last of them (`NETFILTER_DROP`, `NEIGH_FAILED`, ...).
+    pub drop_reason: Option<String>,
+    /// An ICMP error came back while connecting, and the application, not the kernel,
+    /// then closed the socket (`errno` is that error).
+    pub closed_after_error: bool,
+    /// For resets, losses and closes: bytes received, and bytes sent and acknowledged.
+    pub bytes: Option<Bytes>,
+    /// The peer had closed its side (sent its FIN) before this record.
+    pub peer_fin: Option<PeerFin>,
+    /// The connection was accepted by a listener on this host, not connected from it.
+    pub accepted: bool,
+}
+
+/// Bytes a connection carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// The peer's FIN on an established connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerFin {
+    /// How long the connection had carried no data when the FIN arrived.
+    pub idle_before_ns: u64,
+    /// From the FIN to this record.
+    pub since_ns: u64,
 }
 
 impl ConnEvent {
-    /// SYNs sent for this attempt: the first plus its retransmits; 0 when none left.
+    /// SYNs of this attempt that left the host: the first plus its retransmits, less those
+    /// this host dropped itself; 0 when connect() failed before any.
     pub fn syns_sent(&self) -> u32 {
         if self.reason == Reason::LocalError {
-            0
-        } else {
-            1 + self.syn_retransmits
+            return 0;
         }
+        let tried = 1 + self.syn_retransmits;
+        tried - self.details.local_drops.min(tried)
     }
 
     /// Whether this is a connect attempt that failed (of any kind).

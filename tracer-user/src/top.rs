@@ -234,8 +234,8 @@ pub fn status_line(host: &str, agg: &Aggregator, snapshot: Option<&Snapshot>) ->
     format!(
         "conntrace top — {host}: {} (workload, destination), {attempts} attempts, {failures} failed, {lost} records lost{}",
         agg.len(),
-        if agg.evictions() > 0 {
-            format!(", {} folded into `other`", agg.evictions())
+        if agg.folded() > 0 {
+            format!(", {} folded into `other`", agg.folded())
         } else {
             String::new()
         }

@@ -210,7 +210,7 @@ fn is_test_binary(exe: &std::path::Path, name: &str) -> bool {
 }
 
 /// Boots Debian's 6.1 kernel with this machine's filesystem (virtme-ng, software
-/// emulation) and runs the same test executables there, requiring the fentry or kprobe
+/// emulation) and runs the same test executables there, requiring the fexit or kretprobe
 /// path to be the one chosen.
 fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<()> {
     require_root()?;
@@ -218,7 +218,7 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
         setup::debian_61_kernel().context("no Debian 6.1 kernel in /boot (cargo xtask setup)")?;
     let mut script =
         String::from("set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; ");
-    script += "export CONNTRACE_EXPECT_HOOK=fentry,kprobe CONNTRACE_TEST_START_TIMEOUT_S=180; ";
+    script += "export CONNTRACE_EXPECT_HOOK=fexit,kretprobe CONNTRACE_TEST_START_TIMEOUT_S=180; ";
     script += &format!("export CONNTRACE_BIN={}; ", p.conntrace.display());
     // Each test executable gets a time limit, so that a hang fails with its output
     // rather than running into CI's own limit. One test at a time: under emulation each
@@ -232,14 +232,14 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
             filter.unwrap_or("")
         );
     }
-    // The kprobe path too, on the scenarios where the tcp_connect hook decides the outcome.
+    // The kretprobe path too, on the scenarios where connect()'s return decides the outcome.
     if let Some(outcomes) = p
         .executables
         .iter()
         .find(|e| is_test_binary(e, "connect_outcomes"))
     {
         script += &format!(
-            "CONNTRACE_TEST_HOOK=kprobe CONNTRACE_EXPECT_HOOK=kprobe {limit} {} --test-threads=1 \
+            "CONNTRACE_TEST_HOOK=kretprobe CONNTRACE_EXPECT_HOOK=kretprobe {limit} {} --test-threads=1 \
              refused abandoned no_route timeout_counts {}; ",
             outcomes.display(),
             filter.unwrap_or("")

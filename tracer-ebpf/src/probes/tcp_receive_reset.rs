@@ -1,20 +1,14 @@
-//! `tcp:tcp_receive_reset`: the peer reset a followed connection. In SYN_SENT that is a
-//! refused connect, which the state machine reports with its ECONNREFUSED; past it, the
-//! peer aborted a connection it had accepted.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//! `tcp_receive_reset` (raw tracepoint: `sk`): the peer reset a followed connection. In
+//! SYN_SENT that is a refused connect, which the state machine reports with its
+//! ECONNREFUSED; past it, the peer aborted a connection it had accepted.
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use tracer_common::{flag, kind};
 
-use crate::{globals, helpers::report_reset};
+use crate::conn;
 
-#[tracepoint]
-pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    match try_tcp_receive_reset(&ctx) {
-        Ok(v) | Err(v) => v as u32,
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    match conn::report_reset(ctx.arg(0), kind::RESET_RECEIVED, flag::RESET_RECEIVED) {
+        Ok(()) | Err(_) => 0,
     }
-}
-
-fn try_tcp_receive_reset(ctx: &TracePointContext) -> Result<i64, i64> {
-    // SAFETY: the offset comes from this tracepoint's format file.
-    let sk: u64 = unsafe { ctx.read_at(globals::tp().receive_reset_skaddr.into()) }?;
-    report_reset(sk, kind::RESET_RECEIVED, flag::RESET_RECEIVED)
 }

@@ -1,19 +1,14 @@
-//! `tcp:tcp_send_reset`: this host reset a followed connection (an abortive close, data
-//! arriving for a socket that is gone, ...).
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//! `tcp_send_reset` (raw tracepoint: `sk, skb, ...`): this host reset a followed
+//! connection (an abortive close, data arriving for a socket that is gone, ...). `sk` is
+//! NULL for a reset that answers a packet for no socket at all.
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use tracer_common::kind;
 
-use crate::{globals, helpers::report_reset};
+use crate::conn;
 
-#[tracepoint]
-pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    match try_tcp_send_reset(&ctx) {
-        Ok(v) | Err(v) => v as u32,
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    match conn::report_reset(ctx.arg(0), kind::RESET_SENT, 0) {
+        Ok(()) | Err(_) => 0,
     }
-}
-
-fn try_tcp_send_reset(ctx: &TracePointContext) -> Result<i64, i64> {
-    // SAFETY: the offset comes from this tracepoint's format file.
-    let sk: u64 = unsafe { ctx.read_at(globals::tp().send_reset_skaddr.into()) }?;
-    report_reset(sk, kind::RESET_SENT, 0)
 }

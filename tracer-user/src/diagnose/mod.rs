@@ -169,6 +169,10 @@ pub const RULES: &[Rule] = &[
         check: rules::refused,
     },
     Rule {
+        id: "dropped_here",
+        check: rules::dropped_here,
+    },
+    Rule {
         id: "timeout",
         check: rules::timeout,
     },

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::{Finding, Verdict};
 use crate::{
     aggregate::Aggregator,
+    loader::KernelCounters,
     output::{
         RunInfo, SCHEMA_VERSION,
         summary::{CountsObj, SubjectObj, counts, subject},
@@ -19,8 +20,6 @@ use crate::{
 pub struct RunSummary<'a> {
     pub info: &'a RunInfo,
     pub end_ns: u64,
-    /// Records lost in the kernel (ring buffer full): the counts are then lower bounds.
-    pub lost_events: u64,
 }
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
@@ -33,15 +32,27 @@ pub struct Totals {
     pub resets_received: u64,
     pub lost: u64,
     /// Records folded into `other` entries because the table was full.
-    pub evictions: u64,
+    pub folded_into_other: u64,
+    /// Records lost in the kernel (ring buffer full): the counts are then lower bounds.
     pub lost_events: u64,
+    /// Connects not followed (the connect map was full): their outcomes are missing.
+    pub connects_unfollowed: u64,
+    /// Established connections not followed (their map was full): their resets and
+    /// losses are missing.
+    pub established_unfollowed: u64,
+    /// Program runs the kernel skipped (nested in another BPF program on the same CPU).
+    pub skipped_program_runs: u64,
 }
 
-pub fn totals(agg: &Aggregator, lost_events: u64) -> Totals {
+/// The totals of a run, with what the kernel side lost or could not follow.
+pub fn totals(agg: &Aggregator, kernel: &KernelCounters) -> Totals {
     let mut t = Totals {
         keys: agg.len(),
-        evictions: agg.evictions(),
-        lost_events,
+        folded_into_other: agg.folded(),
+        lost_events: kernel.lost,
+        connects_unfollowed: kernel.connects_unfollowed,
+        established_unfollowed: kernel.established_unfollowed,
+        skipped_program_runs: kernel.skipped_total(),
         ..Totals::default()
     };
     for (_, e) in agg.iter() {
@@ -177,6 +188,47 @@ pub fn write_json(
     out.write_all(b"\n")
 }
 
+/// What the kernel side missed: the counts are lower bounds then, and the user should
+/// know what to raise.
+fn write_warnings(out: &mut impl Write, totals: &Totals) -> std::io::Result<()> {
+    if totals.lost_events > 0 {
+        writeln!(
+            out,
+            "warning: {} records were lost in the kernel (ring buffer full: raise --ring-buffer-size): the counts are lower bounds",
+            totals.lost_events
+        )?;
+    }
+    if totals.connects_unfollowed > 0 {
+        writeln!(
+            out,
+            "warning: {} connects were not followed (connect map full: raise --max-connections): their outcomes are missing",
+            totals.connects_unfollowed
+        )?;
+    }
+    if totals.established_unfollowed > 0 {
+        writeln!(
+            out,
+            "warning: {} established connections were not followed (map full: raise --max-established): their resets and losses are missing",
+            totals.established_unfollowed
+        )?;
+    }
+    if totals.skipped_program_runs > 0 {
+        writeln!(
+            out,
+            "warning: the kernel skipped {} runs of conntrace's programs (nested inside other BPF programs): some events are missing",
+            totals.skipped_program_runs
+        )?;
+    }
+    if totals.folded_into_other > 0 {
+        writeln!(
+            out,
+            "note: {} records went to `other` entries (more destinations than --max-keys)",
+            totals.folded_into_other
+        )?;
+    }
+    Ok(())
+}
+
 /// The report for people.
 pub fn write_text(
     out: &mut impl Write,
@@ -187,7 +239,7 @@ pub fn write_text(
     let window = run.end_ns.saturating_sub(run.info.start_ns);
     writeln!(
         out,
-        "conntrace diagnose: watched {} on {} (kernel {}, tcp_connect hook: {})",
+        "conntrace diagnose: watched {} on {} (kernel {}, connect hook: {})",
         human_duration(window),
         run.info.host,
         run.info.kernel,
@@ -198,20 +250,7 @@ pub fn write_text(
         "{} connect attempts, {} failed, {} resets received, {} connections lost, in {} (workload, destination) pairs",
         totals.attempts, totals.failures, totals.resets_received, totals.lost, totals.keys
     )?;
-    if totals.lost_events > 0 {
-        writeln!(
-            out,
-            "warning: {} records were lost in the kernel (ring buffer full): the counts are lower bounds",
-            totals.lost_events
-        )?;
-    }
-    if totals.evictions > 0 {
-        writeln!(
-            out,
-            "note: {} records went to `other` entries (more destinations than --max-keys)",
-            totals.evictions
-        )?;
-    }
+    write_warnings(out, totals)?;
     if findings.is_empty() {
         return writeln!(out, "\nNo failures found.");
     }
@@ -328,6 +367,10 @@ mod tests {
     }
 
     fn render(json: bool, agg: &Aggregator) -> String {
+        render_with(json, agg, &KernelCounters::default())
+    }
+
+    fn render_with(json: bool, agg: &Aggregator, kernel: &KernelCounters) -> String {
         let facts = Facts::default();
         let ctx = Context {
             aggregate: agg,
@@ -339,9 +382,8 @@ mod tests {
         let run = RunSummary {
             info: &info,
             end_ns: info.start_ns + 6_000_000_000,
-            lost_events: 0,
         };
-        let t = totals(agg, 0);
+        let t = totals(agg, kernel);
         let mut out = Vec::new();
         if json {
             write_json(&mut out, &run, &t, &findings).unwrap();
@@ -354,13 +396,14 @@ mod tests {
     #[test]
     fn json_document_shape() {
         let doc: Value = serde_json::from_str(&render(true, &agg())).unwrap();
-        assert_eq!(doc["schema_version"], 1);
+        assert_eq!(doc["schema_version"], 2);
         assert_eq!(doc["window"]["duration"], 6_000_000_000u64);
         assert_eq!(doc["failures_found"], true);
         assert_eq!(
             doc["totals"],
             serde_json::json!({"keys": 2, "attempts": 4, "successes": 1, "failures": 3,
-                "resets_received": 0, "lost": 0, "evictions": 0, "lost_events": 0})
+                "resets_received": 0, "lost": 0, "folded_into_other": 0, "lost_events": 0,
+                "connects_unfollowed": 0, "established_unfollowed": 0, "skipped_program_runs": 0})
         );
         let findings = doc["findings"].as_array().unwrap();
         assert_eq!(findings.len(), 1);
@@ -377,6 +420,31 @@ mod tests {
         assert_eq!(f["counts"]["failures"]["refused"], 2);
         assert_eq!(f["counts"]["failures"]["timeout"], 1);
         assert_eq!(f["evidence"]["refused"]["count"], 2);
+    }
+
+    #[test]
+    fn the_report_warns_about_what_the_kernel_side_missed() {
+        let kernel = KernelCounters {
+            lost: 3,
+            connects_unfollowed: 5,
+            skipped: BTreeMap::from([("inet_sock_set_state".to_owned(), 2)]),
+            ..KernelCounters::default()
+        };
+        let text = render_with(false, &agg(), &kernel);
+        assert!(text.contains("warning: 3 records were lost"), "{text}");
+        assert!(
+            text.contains("warning: 5 connects were not followed"),
+            "{text}"
+        );
+        assert!(text.contains("raise --max-connections"), "{text}");
+        assert!(text.contains("skipped 2 runs"), "{text}");
+        assert!(
+            !text.contains("established connections were not followed"),
+            "{text}"
+        );
+        let doc: Value = serde_json::from_str(&render_with(true, &agg(), &kernel)).unwrap();
+        assert_eq!(doc["totals"]["connects_unfollowed"], 5);
+        assert_eq!(doc["totals"]["skipped_program_runs"], 2);
     }
 
     #[test]

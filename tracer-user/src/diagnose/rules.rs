@@ -343,18 +343,95 @@ fn listener_json(fact: &ListenerFact) -> Value {
     }
 }
 
+/// What a drop reason of the kernel means on the host that dropped, and where to look.
+fn drop_meaning(reason: &str) -> (&'static str, &'static str) {
+    match reason {
+        "NETFILTER_DROP" => (
+            "this host's firewall (netfilter: nftables/iptables, its output chain) drops them",
+            "`nft list ruleset` (or `iptables -S`) on this host: look for a DROP in the output chain",
+        ),
+        "NEIGH_FAILED" | "NEIGH_CREATEFAIL" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" => (
+            "the next hop does not answer ARP/neighbour discovery, so they cannot be sent",
+            "`ip neigh show` and `ip route get` on this host: is the gateway or the peer on the link up?",
+        ),
+        "IP_OUTNOROUTES" | "IP_INNOROUTES" => (
+            "this host has no route for them",
+            "`ip route get` for the destination on this host",
+        ),
+        "BPF_CGROUP_EGRESS" => (
+            "a cgroup BPF program (a container network policy, a service mesh) drops them",
+            "the network policy or BPF programs attached to the workload's cgroup (`bpftool cgroup tree`)",
+        ),
+        "TC_EGRESS" | "QDISC_DROP" | "QDISC_OVERLIMIT" | "QDISC_CONGESTED" => (
+            "traffic control on this host (a qdisc, a tc filter) drops them",
+            "`tc -s qdisc show` and `tc filter show` on the outgoing interface",
+        ),
+        "SECURITY_HOOK" | "XFRM_POLICY" => (
+            "a security policy on this host (an LSM, an IPsec policy) drops them",
+            "the host's LSM audit log and `ip xfrm policy`",
+        ),
+        _ => (
+            "this host drops them before they leave",
+            "the kernel's drop reason with `perf` or `dropwatch` on this host",
+        ),
+    }
+}
+
+/// The SYNs never left this host: its own firewall, neighbour resolution or routing
+/// dropped them, so nothing on the way or at the peer is to blame.
+pub fn dropped_here(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
+    let dest = dest_of(key)?;
+    let n = e.dropped_here_count();
+    if n == 0 {
+        return None;
+    }
+    let (reason, _) = e.dropped_here.iter().max_by_key(|(_, c)| **c)?;
+    let (meaning, next) = drop_meaning(reason);
+    let reasons: Vec<String> = e
+        .dropped_here
+        .iter()
+        .map(|(r, c)| format!("{c} {r}"))
+        .collect();
+    Some(
+        Draft {
+            rule: "dropped_here",
+            layer: Layer::Network,
+            cause: "dropped_on_this_host",
+            confidence: Confidence::High,
+            summary: format!("the SYNs to {dest} never left this host: {meaning}"),
+            weight: n,
+        }
+        .with(
+            json!({
+                "attempts": e.attempts,
+                "dropped_here": n,
+                "drop_reasons": e.dropped_here,
+                "timeouts": e.timeouts_dropped_here,
+                "abandoned": e.abandoned_dropped_here,
+            }),
+            vec![format!(
+                "{}: every SYN dropped on this host, by the kernel's account ({})",
+                share(n, e, "failed"),
+                reasons.join(", ")
+            )],
+            vec![next.to_owned()],
+        ),
+    )
+}
+
 /// SYNs went unanswered until the kernel gave up: filtered or dropped on the way, or the
-/// host is down.
+/// host is down. (Attempts whose SYNs never left this host are `dropped_here`'s.)
 pub fn timeout(key: &Key, e: &Entry, ctx: &Context<'_>) -> Option<Verdict> {
     let dest = dest_of(key)?;
     let s = &e.timeout;
-    if s.count == 0 {
+    let unanswered = s.count.saturating_sub(e.timeouts_dropped_here);
+    if unanswered == 0 {
         return None;
     }
     let mut text = vec![clauses(&[
         format!(
             "{} (ETIMEDOUT): {} unanswered",
-            share(s.count, e, "timed out"),
+            share(unanswered, e, "timed out"),
             syns_each(s)
         ),
         waited(s),
@@ -391,7 +468,7 @@ pub fn timeout(key: &Key, e: &Entry, ctx: &Context<'_>) -> Option<Verdict> {
                 Confidence::Medium
             },
             summary,
-            weight: s.count,
+            weight: unanswered,
         }
         .with(
             evidence,
@@ -448,16 +525,9 @@ pub fn unreachable(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> 
             weight: s.count,
         }
         .with(
-            json!({"attempts": e.attempts, "unreachable": failure_json(s), "errors": by_code}),
-            vec![clauses(&[
-                format!(
-                    "{} ({})",
-                    share(s.count, e, "unreachable"),
-                    codes.join(", ")
-                ),
-                syns_each(s),
-                waited(s),
-            ])],
+            json!({"attempts": e.attempts, "unreachable": failure_json(s), "errors": by_code,
+                "closed_by_application": e.unreachable_closed_by_app}),
+            unreachable_text(e, s, &codes),
             vec![
                 format!(
                     "`ip route get {}` and `ip neigh` on this host and on the way",
@@ -469,11 +539,31 @@ pub fn unreachable(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> 
     )
 }
 
+fn unreachable_text(e: &Entry, s: &FailureStats, codes: &[String]) -> Vec<String> {
+    let mut text = vec![clauses(&[
+        format!(
+            "{} ({})",
+            share(s.count, e, "unreachable"),
+            codes.join(", ")
+        ),
+        syns_each(s),
+        waited(s),
+    ])];
+    if e.unreachable_closed_by_app > 0 {
+        text.push(format!(
+            "in {} the application closed the socket after the ICMP error came back (the \
+             kernel would have tried again): the network answered, the client did not wait",
+            plural(e.unreachable_closed_by_app, "attempt")
+        ));
+    }
+    text
+}
+
 /// The application closed the socket while it was still connecting.
 pub fn abandoned(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
     let dest = dest_of(key)?;
     let s = &e.abandoned;
-    if s.count == 0 {
+    if s.count.saturating_sub(e.abandoned_dropped_here) == 0 {
         return None;
     }
     let gave_up = s.mean_ns().unwrap_or(0);
@@ -966,6 +1056,68 @@ mod tests {
             v.summary.contains("although a listener exists"),
             "{}",
             v.summary
+        );
+    }
+
+    /// A connect whose every SYN this host dropped itself, for `reason`.
+    fn dropped_here_attempt(outcome: Reason, reason: &str) -> ConnEvent {
+        let mut e = connect(outcome, DEST, 3000);
+        e.syn_retransmits = 0;
+        e.details.local_drops = 3;
+        e.details.drop_reason = Some(reason.into());
+        e
+    }
+
+    #[test]
+    fn syns_dropped_on_this_host_are_not_unanswered() {
+        let events = vec![dropped_here_attempt(Reason::Timeout, "NETFILTER_DROP"); 2];
+        let v = run(dropped_here, &events, &Facts::default()).unwrap();
+        assert_eq!(
+            (v.layer, v.cause, v.confidence),
+            (Layer::Network, "dropped_on_this_host", Confidence::High)
+        );
+        assert!(v.summary.contains("never left this host"), "{}", v.summary);
+        assert!(v.summary.contains("firewall"), "{}", v.summary);
+        assert_eq!(v.evidence["drop_reasons"]["NETFILTER_DROP"], 2);
+        assert!(v.next[0].contains("output chain"), "{:?}", v.next);
+        // The timeout rule says nothing of attempts that never left.
+        assert!(run(timeout, &events, &Facts::default()).is_none());
+        // Neighbour failures point at the link, and an abandoned attempt counts too.
+        let neigh = dropped_here_attempt(Reason::Abandoned, "NEIGH_FAILED");
+        let v = run(
+            dropped_here,
+            std::slice::from_ref(&neigh),
+            &Facts::default(),
+        )
+        .unwrap();
+        assert!(v.summary.contains("neighbour"), "{}", v.summary);
+        assert!(run(abandoned, &[neigh], &Facts::default()).is_none());
+    }
+
+    #[test]
+    fn some_syns_left_so_the_timeout_rule_still_speaks() {
+        let mut partly = connect(Reason::Timeout, DEST, 3000);
+        partly.syn_retransmits = 2;
+        partly.details.local_drops = 1;
+        partly.details.drop_reason = Some("NETFILTER_DROP".into());
+        assert!(run(dropped_here, &[partly.clone()], &Facts::default()).is_none());
+        let v = run(timeout, &[partly], &Facts::default()).unwrap();
+        assert_eq!(v.evidence["timeout"]["syns_sent"], 2);
+    }
+
+    #[test]
+    fn unreachable_says_when_the_application_gave_up_after_the_icmp_error() {
+        let mut e = connect(Reason::Unreachable, DEST, 1);
+        e.details.closed_after_error = true;
+        let v = run(unreachable, &[e], &Facts::default()).unwrap();
+        assert_eq!((v.layer, v.cause), (Layer::Network, "host_unreachable"));
+        assert_eq!(v.evidence["closed_by_application"], 1);
+        assert!(
+            v.evidence_text
+                .iter()
+                .any(|t| t.contains("closed the socket after the ICMP error")),
+            "{:?}",
+            v.evidence_text
         );
     }
 

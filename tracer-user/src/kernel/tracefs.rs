@@ -1,11 +1,12 @@
-//! Tracepoint formats from tracefs (`events/<category>/<name>/format`).
+//! Tracepoint formats from tracefs (`events/<category>/<name>/format`): only the syscall
+//! tracepoints of `--connect-hook syscalls` need them.
 use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
 };
 
-use tracer_common::TracepointOffsets;
+use tracer_common::SyscallOffsets;
 
 use crate::exit::StartError;
 
@@ -157,33 +158,17 @@ impl Format {
     }
 }
 
-/// Every tracepoint field conntrace reads, resolved for this kernel.
-pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, StartError> {
-    let state = Format::read(tracefs, "sock", "inet_sock_set_state")?;
-    let retransmit = Format::read(tracefs, "tcp", "tcp_retransmit_skb")?;
-    let receive_reset = Format::read(tracefs, "tcp", "tcp_receive_reset")?;
-    let send_reset = Format::read(tracefs, "tcp", "tcp_send_reset")?;
+/// The syscall tracepoints' fields that `--connect-hook syscalls` reads. (Every other
+/// program attaches to a raw tracepoint and reads its arguments, which need no tracefs.)
+pub fn syscall_offsets(tracefs: &Path) -> Result<SyscallOffsets, StartError> {
     let enter = Format::read(tracefs, "syscalls", "sys_enter_connect")?;
     let exit = Format::read(tracefs, "syscalls", "sys_exit_connect")?;
-    Ok(TracepointOffsets {
-        set_state_skaddr: state.offset("skaddr", &[8])?,
-        set_state_oldstate: state.offset("oldstate", &[4])?,
-        set_state_newstate: state.offset("newstate", &[4])?,
-        set_state_sport: state.offset("sport", &[2])?,
-        set_state_dport: state.offset("dport", &[2])?,
-        set_state_family: state.offset("family", &[2])?,
-        set_state_protocol: state.offset("protocol", &[2])?,
-        set_state_saddr_v6: state.offset("saddr_v6", &[16])?,
-        set_state_daddr_v6: state.offset("daddr_v6", &[16])?,
-        retransmit_skaddr: retransmit.offset("skaddr", &[8])?,
-        retransmit_state: retransmit.offset("state", &[4])?,
-        retransmit_err: retransmit.optional_offset("err", &[4])?.unwrap_or(0),
-        receive_reset_skaddr: receive_reset.offset("skaddr", &[8])?,
-        send_reset_skaddr: send_reset.offset("skaddr", &[8])?,
-        // Syscall arguments are stored as 8-byte slots.
+    // Syscall arguments are stored as 8-byte slots.
+    Ok(SyscallOffsets {
         enter_connect_fd: enter.offset("fd", &[8])?,
         enter_connect_uservaddr: enter.offset("uservaddr", &[8])?,
         exit_connect_ret: exit.offset("ret", &[8])?,
+        _pad: 0,
     })
 }
 

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     errno,
-    model::{ConnEvent, tcp_state_name},
+    model::{ConnEvent, Details, tcp_state_name},
     stats::Snapshot,
 };
 
@@ -136,7 +136,39 @@ pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::
         out.write_all(b",\"age\":")?;
         write_u64(out, age)?;
     }
+    write_details(out, &e.details)?;
     out.write_all(b"}}\n")
+}
+
+/// The rarer facts, each only when it says something.
+fn write_details(out: &mut impl Write, d: &Details) -> std::io::Result<()> {
+    if d.accepted {
+        out.write_all(b",\"direction\":\"inbound\"")?;
+    }
+    if d.closed_after_error {
+        out.write_all(b",\"closed_by_application\":true")?;
+    }
+    if d.local_drops > 0 {
+        out.write_all(b",\"local_drops\":")?;
+        write_u64(out, u64::from(d.local_drops))?;
+    }
+    if let Some(reason) = &d.drop_reason {
+        out.write_all(b",\"local_drop_reason\":")?;
+        write_str(out, reason)?;
+    }
+    if let Some(bytes) = d.bytes {
+        out.write_all(b",\"bytes_received\":")?;
+        write_u64(out, bytes.received)?;
+        out.write_all(b",\"bytes_sent\":")?;
+        write_u64(out, bytes.sent)?;
+    }
+    if let Some(fin) = d.peer_fin {
+        out.write_all(b",\"idle_before_peer_fin\":")?;
+        write_u64(out, fin.idle_before_ns)?;
+        out.write_all(b",\"since_peer_fin\":")?;
+        write_u64(out, fin.since_ns)?;
+    }
+    Ok(())
 }
 
 /// A JSON string. Names, paths and arguments rarely need escaping: those that do go
@@ -222,9 +254,15 @@ struct StatsObj<'a> {
     kernel_submitted: u64,
     lost_events: u64,
     lost_events_per_cpu: &'a [u64],
-    in_flight: u64,
-    evictions: u64,
-    untracked_connect_calls: u64,
+    connecting: u64,
+    established: u64,
+    connects_unfollowed: u64,
+    established_unfollowed: u64,
+    connect_calls_unfollowed: u64,
+    failed_sockets_unremembered: u64,
+    swept: u64,
+    skipped_program_runs: u64,
+    skipped_program_runs_by_program: &'a BTreeMap<String, u64>,
     kernel_read_errors: u64,
 }
 
@@ -244,9 +282,15 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot, host: &str) -> std::io::R
             kernel_submitted: s.kernel.submitted,
             lost_events: s.kernel.lost,
             lost_events_per_cpu: &s.kernel.lost_per_cpu,
-            in_flight: s.kernel.in_flight,
-            evictions: s.kernel.socks_full,
-            untracked_connect_calls: s.kernel.calls_full,
+            connecting: s.kernel.connecting,
+            established: s.kernel.established,
+            connects_unfollowed: s.kernel.connects_unfollowed,
+            established_unfollowed: s.kernel.established_unfollowed,
+            connect_calls_unfollowed: s.kernel.calls_unfollowed,
+            failed_sockets_unremembered: s.kernel.failed_unremembered,
+            swept: s.kernel.swept,
+            skipped_program_runs: s.kernel.skipped_total(),
+            skipped_program_runs_by_program: &s.kernel.skipped,
             kernel_read_errors: s.kernel.read_errors,
         },
     );
@@ -367,6 +411,30 @@ mod tests {
         tcp_state: Option<&'static str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         age: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        direction: Option<&'static str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        closed_by_application: bool,
+        #[serde(skip_serializing_if = "is_zero")]
+        local_drops: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        local_drop_reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_received: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_sent: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idle_before_peer_fin: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since_peer_fin: Option<u64>,
+    }
+
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's skip_serializing_if passes a reference"
+    )]
+    fn is_zero(n: &u32) -> bool {
+        *n == 0
     }
 
     fn reference(e: &ConnEvent, host: &str) -> String {
@@ -415,6 +483,14 @@ mod tests {
                 retransmits: e.retransmits,
                 tcp_state: e.tcp_state.and_then(tcp_state_name),
                 age: e.age_ns,
+                direction: e.details.accepted.then_some("inbound"),
+                closed_by_application: e.details.closed_after_error,
+                local_drops: e.details.local_drops,
+                local_drop_reason: e.details.drop_reason.clone(),
+                bytes_received: e.details.bytes.map(|b| b.received),
+                bytes_sent: e.details.bytes.map(|b| b.sent),
+                idle_before_peer_fin: e.details.peer_fin.map(|f| f.idle_before_ns),
+                since_peer_fin: e.details.peer_fin.map(|f| f.since_ns),
             },
         };
         serde_json::to_string(&record).unwrap() + "\n"
@@ -454,6 +530,20 @@ mod tests {
         e.process.name = "we\"ird\\name\t".into();
         e.process.args = Some(vec![String::new(), "ünï\u{1}".into()]);
         e.time_ns = 0;
+        e.details = crate::model::Details {
+            local_drops: 2,
+            drop_reason: Some("NEIGH_FAILED".into()),
+            closed_after_error: true,
+            bytes: Some(crate::model::Bytes {
+                received: 0,
+                sent: 17,
+            }),
+            peer_fin: Some(crate::model::PeerFin {
+                idle_before_ns: 5,
+                since_ns: 6,
+            }),
+            accepted: true,
+        };
         cases.push(e);
         for e in &cases {
             assert_eq!(written(e, "node-1"), reference(e, "node-1"));

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, io::Write};
 use crate::{cli::Format, model::ConnEvent, stats::Snapshot};
 
 /// Version of the JSON records' shape (docs/schema.md). Bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What the start record says about this run.
 #[derive(Clone, Debug, Default)]
@@ -114,6 +114,7 @@ mod tests {
                 args: Some(vec!["curl".into(), "http://10.0.0.2/".into()]),
                 cgroup_id: 77,
                 container_id: None,
+                ..Process::default()
             },
             source: Some("10.0.0.1:40000".parse().unwrap()),
             destination: "10.0.0.2:80".parse().unwrap(),
@@ -122,6 +123,7 @@ mod tests {
             retransmits: 0,
             tcp_state: None,
             age_ns: None,
+            details: Default::default(),
         }
     }
 
@@ -157,7 +159,7 @@ mod tests {
                 "network": {"type": "ipv4", "transport": "tcp"},
                 "host": {"name": "node-1"},
                 "conntrace": {
-                    "schema_version": 1, "netns": 4026532000u64, "cgroup_id": 77,
+                    "schema_version": 2, "netns": 4026532000u64, "cgroup_id": 77,
                     "syns_sent": 1, "syn_retransmits": 0, "retransmits": 0
                 }
             })

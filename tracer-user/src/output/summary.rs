@@ -242,8 +242,8 @@ struct SummaryConntrace {
     schema_version: u32,
     #[serde(rename = "final")]
     is_final: bool,
-    /// The aggregate's eviction counter (records folded into `other` entries so far).
-    evictions: u64,
+    /// Records folded into `other` entries so far (more destinations than --max-keys).
+    folded_into_other: u64,
     #[serde(flatten)]
     entry: EntryObj,
 }
@@ -253,7 +253,8 @@ pub struct Batch<'a> {
     pub time_ns: u64,
     pub host: &'a str,
     pub is_final: bool,
-    pub evictions: u64,
+    /// Records folded into `other` entries so far.
+    pub folded: u64,
 }
 
 pub fn write_json(
@@ -275,7 +276,7 @@ pub fn write_json(
         conntrace: SummaryConntrace {
             schema_version: SCHEMA_VERSION,
             is_final: batch.is_final,
-            evictions: batch.evictions,
+            folded_into_other: batch.folded,
             entry: entry_obj(key, e),
         },
     };
@@ -373,7 +374,7 @@ impl<W: Write> SummaryPrinter<crate::collector::TracePrinter<W>> {
             time_ns: crate::collector::unix_now_ns(),
             host: &host,
             is_final,
-            evictions: self.aggregate.evictions(),
+            folded: self.aggregate.folded(),
         };
         let entries = if is_final {
             sorted(self.aggregate.iter())
@@ -461,7 +462,7 @@ mod tests {
             time_ns: 1_795_889_615_000_000_000,
             host: "node-1",
             is_final: true,
-            evictions: 0,
+            folded: 0,
         };
         write_json(&mut out, &k, agg.get(&k).unwrap(), &batch).unwrap();
         let v = &lines(out)[0];
@@ -487,7 +488,7 @@ mod tests {
                 "destination": {"address": "10.0.0.2", "ip": "10.0.0.2", "port": 80},
                 "host": {"name": "node-1"},
                 "conntrace": {
-                    "schema_version": 1, "final": true, "evictions": 0,
+                    "schema_version": 2, "final": true, "folded_into_other": 0,
                     "pids": [100], "more_pids": false, "cgroup_id": 7, "netns": 4026531840u64,
                     "folded": false,
                     "attempts": 2, "successes": 1,

@@ -59,15 +59,19 @@ fn detail(e: &ConnEvent) -> String {
     if let Some(n) = e.errno {
         parts.push(errno::name(n));
     }
+    let d = &e.details;
+    if d.closed_after_error {
+        parts.push("then closed by the application".into());
+    }
     match e.action {
         Action::Connect => {
-            if let Some(d) = e.duration_ns {
+            if let Some(ns) = e.duration_ns {
                 let verb = if e.reason == Reason::Success {
                     "in"
                 } else {
                     "after"
                 };
-                parts.push(format!("{verb} {}", human_duration(d)));
+                parts.push(format!("{verb} {}", human_duration(ns)));
             }
             if e.reason != Reason::Success && e.reason != Reason::LocalError {
                 parts.push(plural(e.syns_sent(), "SYN"));
@@ -83,7 +87,27 @@ fn detail(e: &ConnEvent) -> String {
             if e.retransmits > 0 {
                 parts.push(plural(e.retransmits, "retransmit"));
             }
+            if let Some(fin) = d.peer_fin {
+                parts.push(format!(
+                    "{} after the peer's FIN (idle {} before it)",
+                    human_duration(fin.since_ns),
+                    human_duration(fin.idle_before_ns)
+                ));
+            }
+            if let Some(b) = d.bytes {
+                parts.push(format!("{} B in, {} B out", b.received, b.sent));
+            }
         }
+    }
+    if d.local_drops > 0 {
+        let reason = d.drop_reason.as_deref().unwrap_or("reason unknown");
+        parts.push(format!(
+            "{} dropped on this host ({reason})",
+            plural(d.local_drops, "packet")
+        ));
+    }
+    if d.accepted {
+        parts.push("accepted here".into());
     }
     parts.join(", ")
 }
@@ -98,7 +122,7 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
         .collect();
     writeln!(
         out,
-        "conntrace: {}stats: {} records ({}), {} lost, {} in flight, {} not followed (map full)",
+        "conntrace: {}stats: {} records ({}), {} lost, {} connecting, {} established, {} not followed (map full), {} skipped by the kernel",
         if s.is_final { "final " } else { "" },
         s.counts.received,
         if kinds.is_empty() {
@@ -107,15 +131,17 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
             kinds.join(" ")
         },
         s.kernel.lost,
-        s.kernel.in_flight,
-        s.kernel.socks_full
+        s.kernel.connecting,
+        s.kernel.established,
+        s.kernel.connects_unfollowed + s.kernel.established_unfollowed,
+        s.kernel.skipped_total()
     )
 }
 
 pub fn write_start(out: &mut impl Write, info: &RunInfo) -> std::io::Result<()> {
     writeln!(
         out,
-        "conntrace: tracing TCP connects on {} (kernel {}, tcp_connect hook: {})",
+        "conntrace: tracing TCP connects on {} (kernel {}, connect hook: {})",
         info.host, info.kernel, info.connect_hook
     )
 }
