@@ -69,15 +69,27 @@ impl Tracer {
 
     /// Stops conntrace with SIGINT (it drains and writes its final stats) and returns every
     /// record after the start record, the final stats last.
+    ///
+    /// Every line up to the end of its output, not just what the reader thread has passed
+    /// on by the time conntrace exits: on a loaded machine that thread lags, and taking
+    /// only what had arrived lost whole runs of records (the `ipv6_refused` flake).
     pub fn stop(mut self) -> Vec<Value> {
         // SAFETY: kill() with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().expect("wait for conntrace");
         assert!(status.success(), "conntrace exited with {status}");
-        self.lines
-            .try_iter()
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut all = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => all.push(serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break all,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("conntrace's output did not end within 30 s of its exit")
+                }
+            }
+        }
     }
 
     /// The next record while conntrace runs, if one arrives within `wait`.

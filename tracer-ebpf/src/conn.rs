@@ -9,7 +9,10 @@ use tracer_common::{
 
 use crate::{
     globals,
-    helpers::{conn_of_current, count, current_task, destination_passes, emit, now, task_passes},
+    helpers::{
+        Scratch, count, current_task, destination_passes, emit, fill_current, now, scratch,
+        task_passes,
+    },
     kernel::{self, Tuple},
     maps::{CONNECTING, ESTABLISHED, FAILED_SOCKS},
 };
@@ -47,16 +50,21 @@ fn established() -> Table {
 }
 
 impl Table {
-    /// The entry of `sk`, copied out and removed.
-    fn take(&self, sk: u64) -> Option<Conn> {
-        // SAFETY: the value is copied out before the entry is removed.
-        let conn = *unsafe { self.map.get(sk) }?;
+    /// The entry of `sk`, in the map: read it, update it, emit from it; the pointer stays
+    /// valid for this program run, until [`Table::remove`].
+    fn get(&self, sk: u64) -> Option<&'static mut Conn> {
+        // SAFETY: the pointer comes from the map and stays valid for this program run.
+        self.map.get_ptr_mut(sk).map(|p| unsafe { &mut *p })
+    }
+
+    fn remove(&self, sk: u64) {
         if self.map.remove(sk).is_ok() {
             count(self.removed);
         }
-        Some(conn)
     }
 
+    /// Adds `conn` (a map value or the scratch entry: never a copy on the BPF stack, which
+    /// Linux 6.1's verifier allows only 512 bytes across calls).
     fn insert(&self, sk: u64, conn: &Conn) {
         // A stale entry for a reused socket address is replaced: count it as removed so
         // that inserted − removed stays the number of entries.
@@ -68,12 +76,6 @@ impl Table {
         } else {
             count(self.full);
         }
-    }
-
-    /// The entry of `sk`, for updating in place.
-    fn get_mut(&self, sk: u64) -> Option<&'static mut Conn> {
-        // SAFETY: the pointer comes from the map and stays valid for this program run.
-        self.map.get_ptr_mut(sk).map(|p| unsafe { &mut *p })
     }
 }
 
@@ -100,7 +102,8 @@ pub fn on_syn_sent(sk: u64) -> Result<(), i64> {
         return Ok(());
     }
     let config = globals::config();
-    let mut conn = conn_of_current(&task);
+    let conn = scratch(Scratch::StateMachine).ok_or(0)?;
+    fill_current(conn, &task);
     conn.netns = kernel::sock_netns(sk);
     if config.netns != 0 || config.dport != 0 || config.dest_filter != 0 {
         conn.family = kernel::sock_family(sk)?;
@@ -109,27 +112,32 @@ pub fn on_syn_sent(sk: u64) -> Result<(), i64> {
             return Ok(());
         }
     }
-    connecting().insert(sk, &conn);
+    connecting().insert(sk, conn);
     Ok(())
 }
 
 /// SYN_SENT→ESTABLISHED: the connect succeeded; the connection moves to `ESTABLISHED`.
 pub fn on_established(sk: u64) -> Result<(), i64> {
-    let Some(mut conn) = connecting().take(sk) else {
+    let connecting = connecting();
+    let Some(conn) = connecting.get(sk) else {
         return Ok(());
     };
     conn.established_ns = now();
     conn.flags |= flag::ESTABLISHED;
-    store_tuple(&mut conn, &kernel::sock_tuple(sk)?);
-    if globals::config().emit_success != 0 {
-        emit(|e| {
-            e.conn = conn;
-            e.kind = kind::CONNECT_ESTABLISHED;
-            e.state = tcp_state::SYN_SENT;
-        });
+    let tuple = kernel::sock_tuple(sk);
+    if let Ok(tuple) = &tuple {
+        store_tuple(conn, tuple);
+        if globals::config().emit_success != 0 {
+            emit(|e| {
+                e.conn = *conn;
+                e.kind = kind::CONNECT_ESTABLISHED;
+                e.state = tcp_state::SYN_SENT;
+            });
+        }
+        established().insert(sk, conn);
     }
-    established().insert(sk, &conn);
-    Ok(())
+    connecting.remove(sk);
+    tuple.map(|_| ())
 }
 
 /// SYN_RECV→ESTABLISHED: a listener on this host accepted a connection. Runs in softirq:
@@ -139,28 +147,32 @@ pub fn on_accepted(sk: u64) -> Result<(), i64> {
     if config.follow_accepted == 0 || kernel::sock_protocol(sk) != IPPROTO_TCP {
         return Ok(());
     }
-    let mut conn = tracer_common::Conn::ZERO;
-    conn.netns = kernel::sock_netns(sk);
-    if config.netns != 0 && config.netns != conn.netns {
+    let netns = kernel::sock_netns(sk);
+    if config.netns != 0 && config.netns != netns {
         return Ok(());
     }
+    let conn = scratch(Scratch::StateMachine).ok_or(0)?;
+    *conn = Conn::ZERO;
+    conn.netns = netns;
     conn.start_ns = now();
     conn.established_ns = conn.start_ns;
     conn.flags = flag::ESTABLISHED | flag::ACCEPTED;
-    store_tuple(&mut conn, &kernel::sock_tuple(sk)?);
-    established().insert(sk, &conn);
+    store_tuple(conn, &kernel::sock_tuple(sk)?);
+    established().insert(sk, conn);
     Ok(())
 }
 
 /// SYN_SENT→CLOSE: the connect ended without a connection.
 pub fn on_connect_closed(sk: u64) -> Result<(), i64> {
-    let followed = connecting().take(sk);
-    end_connect(sk, followed)
+    let connecting = connecting();
+    let result = end_connect(sk, connecting.get(sk));
+    connecting.remove(sk);
+    result
 }
 
 /// The outcome of a connect that ended in CLOSE, followed or not (a hook on connect()'s
 /// return must learn that the state machine owns the attempt either way).
-fn end_connect(sk: u64, followed: Option<Conn>) -> Result<(), i64> {
+fn end_connect(sk: u64, followed: Option<&'static mut Conn>) -> Result<(), i64> {
     let err = kernel::sock_err(sk);
     if err == 0 && kernel::tcp_segs_out(sk) == 0 {
         // No SYN left: connect() failed inside the call. The hook on its return knows
@@ -173,10 +185,10 @@ fn end_connect(sk: u64, followed: Option<Conn>) -> Result<(), i64> {
     if return_hooked() && FAILED_SOCKS.insert(sk, 1u8, 0).is_err() {
         count(counter::FAILED_SOCKS_FULL);
     }
-    let Some(mut conn) = followed else {
+    let Some(conn) = followed else {
         return Ok(());
     };
-    store_tuple(&mut conn, &kernel::sock_tuple(sk)?);
+    store_tuple(conn, &kernel::sock_tuple(sk)?);
     // No error of its own: did an ICMP error come back before the application gave up?
     let soft = if err == 0 {
         match kernel::sock_err_soft(sk) {
@@ -190,7 +202,7 @@ fn end_connect(sk: u64, followed: Option<Conn>) -> Result<(), i64> {
         conn.flags |= flag::SOFT_ERROR;
     }
     emit(|e| {
-        e.conn = conn;
+        e.conn = *conn;
         e.kind = kind::CONNECT_CLOSED;
         e.state = tcp_state::SYN_SENT;
         e.errno = if err != 0 { err } else { soft };
@@ -201,12 +213,12 @@ fn end_connect(sk: u64, followed: Option<Conn>) -> Result<(), i64> {
 /// connect() failed after SYN_SENT but before its SYN left, and no hook saw its return:
 /// the socket shows which. No local port (the port search failed before one was
 /// assigned) is EADDRNOTAVAIL; anything else is reported without an errno.
-fn emit_local_error_of_sock(sk: u64, mut conn: Conn) -> Result<(), i64> {
+fn emit_local_error_of_sock(sk: u64, conn: &mut Conn) -> Result<(), i64> {
     conn.family = kernel::sock_family(sk)?;
     (conn.daddr, conn.dport) = kernel::sock_peer(sk, conn.family)?;
     let local_port = kernel::read::<u16>(sk, globals::kernel().sock_sport).unwrap_or(0);
     emit(|e| {
-        e.conn = conn;
+        e.conn = *conn;
         e.kind = kind::CONNECT_LOCAL_ERROR;
         e.errno = if local_port == 0 {
             errno::EADDRNOTAVAIL
@@ -219,13 +231,16 @@ fn emit_local_error_of_sock(sk: u64, mut conn: Conn) -> Result<(), i64> {
 
 /// An established (or accepted) connection reached CLOSE from `old`.
 pub fn on_closed(sk: u64, old: u8) -> Result<(), i64> {
-    match established().take(sk) {
-        Some(conn) => emit_close(sk, conn, old),
-        None => Ok(()),
-    }
+    let established = established();
+    let Some(conn) = established.get(sk) else {
+        return Ok(());
+    };
+    let result = emit_close(sk, conn, old);
+    established.remove(sk);
+    result
 }
 
-fn emit_close(sk: u64, conn: Conn, old: u8) -> Result<(), i64> {
+fn emit_close(sk: u64, conn: &Conn, old: u8) -> Result<(), i64> {
     let err = kernel::sock_err(sk);
     // After a RST the socket error is ECONNRESET/EPIPE, and the reset record was this
     // connection's end: no loss, and no close unless it carries something to report.
@@ -239,7 +254,7 @@ fn emit_close(sk: u64, conn: Conn, old: u8) -> Result<(), i64> {
     }
     let (received, acked) = kernel::tcp_bytes(sk);
     emit(|e| {
-        e.conn = conn;
+        e.conn = *conn;
         e.kind = if lost { kind::LOST } else { kind::CLOSED };
         e.state = old;
         e.errno = if lost { err } else { 0 };
@@ -252,7 +267,7 @@ fn emit_close(sk: u64, conn: Conn, old: u8) -> Result<(), i64> {
 /// ESTABLISHED→CLOSE_WAIT: the peer closed its side. Remember when, and how long the
 /// connection had been idle then (a server closing idle keep-alive connections).
 pub fn on_peer_fin(sk: u64) -> Result<(), i64> {
-    let Some(conn) = established().get_mut(sk) else {
+    let Some(conn) = established().get(sk) else {
         return Ok(());
     };
     // SAFETY: a helper without arguments.
@@ -270,15 +285,14 @@ pub fn report_reset(sk: u64, kind: u8, mark: u8) -> Result<(), i64> {
     if sk == 0 {
         return Ok(());
     }
-    let Some(conn) = established().get_mut(sk) else {
+    let Some(conn) = established().get(sk) else {
         return Ok(());
     };
     conn.flags |= mark;
-    let snapshot = *conn;
     let state = kernel::sock_state(sk);
     let (received, acked) = kernel::tcp_bytes(sk);
     emit(|e| {
-        e.conn = snapshot;
+        e.conn = *conn;
         e.kind = kind;
         e.state = state;
         e.bytes_received = received;
@@ -290,19 +304,18 @@ pub fn report_reset(sk: u64, kind: u8, mark: u8) -> Result<(), i64> {
 /// A retransmitted segment of a followed connection (`state` before it).
 pub fn on_retransmit(sk: u64, state: u8, emit_each: bool) -> Result<(), i64> {
     if state == tcp_state::SYN_SENT {
-        if let Some(conn) = connecting().get_mut(sk) {
+        if let Some(conn) = connecting().get(sk) {
             conn.syn_retransmits += 1;
         }
         return Ok(());
     }
-    let Some(conn) = established().get_mut(sk) else {
+    let Some(conn) = established().get(sk) else {
         return Ok(());
     };
     conn.retransmits += 1;
     if emit_each {
-        let snapshot = *conn;
         emit(|e| {
-            e.conn = snapshot;
+            e.conn = *conn;
             e.kind = kind::RETRANSMIT;
             e.state = state;
         });
@@ -312,10 +325,7 @@ pub fn on_retransmit(sk: u64, state: u8, emit_each: bool) -> Result<(), i64> {
 
 /// A packet of socket `sk` that this host dropped (`reason` from `enum skb_drop_reason`).
 pub fn on_local_drop(sk: u64, reason: u32) {
-    if let Some(conn) = connecting()
-        .get_mut(sk)
-        .or_else(|| established().get_mut(sk))
-    {
+    if let Some(conn) = connecting().get(sk).or_else(|| established().get(sk)) {
         conn.local_drops += 1;
         conn.drop_reason = reason as u16;
     }
@@ -328,13 +338,17 @@ pub fn on_destroy(sk: u64) -> Result<(), i64> {
     if return_hooked() {
         let _ = FAILED_SOCKS.remove(sk);
     }
-    if let Some(conn) = connecting().take(sk) {
+    let connecting = connecting();
+    if let Some(conn) = connecting.get(sk) {
         count(counter::SWEPT);
-        end_connect(sk, Some(conn))?;
+        let _ = end_connect(sk, Some(conn));
+        connecting.remove(sk);
     }
-    if let Some(conn) = established().take(sk) {
+    let established = established();
+    if let Some(conn) = established.get(sk) {
         count(counter::SWEPT);
-        emit_close(sk, conn, 0)?;
+        let _ = emit_close(sk, conn, 0);
+        established.remove(sk);
     }
     Ok(())
 }
@@ -375,13 +389,16 @@ pub fn report_route_error(dest: &Dest, err: u32) {
 }
 
 fn emit_local_error(task: &crate::helpers::Task, dest: &Dest, netns: u32, err: u32) {
-    let mut conn = conn_of_current(task);
+    let Some(conn) = scratch(Scratch::ConnectReturn) else {
+        return;
+    };
+    fill_current(conn, task);
     conn.family = dest.family;
     conn.daddr = dest.daddr;
     conn.dport = dest.dport;
     conn.netns = netns;
     emit(|e| {
-        e.conn = conn;
+        e.conn = *conn;
         e.kind = kind::CONNECT_LOCAL_ERROR;
         e.errno = err;
     });

@@ -13,7 +13,7 @@ use tracer_common::{COMM_LEN, Conn, EVENT_RING_BYTES, Event, counter};
 
 use crate::{
     globals, kernel,
-    maps::{COUNTERS, DEST_FILTER, EVENTS0, EVENTS1, EVENTS2, EVENTS3},
+    maps::{COUNTERS, DEST_FILTER, EVENTS0, EVENTS1, EVENTS2, EVENTS3, SCRATCH},
 };
 
 #[inline(always)]
@@ -65,11 +65,11 @@ pub fn destination_passes(daddr: &[u8; 16], dport: u16, netns: u32) -> bool {
         && (config.dest_filter == 0 || DEST_FILTER.get(Key::new(128, *daddr)).is_some())
 }
 
-/// A connection entry for the task running now: who connects, from which cgroups, and
-/// since when. The caller adds the addressing.
+/// Fills `conn` for the task running now: who connects, from which cgroups, and since
+/// when. The caller adds the addressing.
 #[inline(always)]
-pub fn conn_of_current(task: &Task) -> Conn {
-    let mut conn = Conn::ZERO;
+pub fn fill_current(conn: &mut Conn, task: &Task) {
+    *conn = Conn::ZERO;
     conn.start_ns = now();
     conn.tgid = task.tgid;
     conn.tid = task.tid;
@@ -79,7 +79,24 @@ pub fn conn_of_current(task: &Task) -> Conn {
     conn.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     conn.cgroup_v1_id = kernel::current_cgroup_v1_id();
     conn.proc_start_ns = kernel::current_process_start();
-    conn
+}
+
+/// Per-CPU slots where a connection entry is built before it goes into a map or a record:
+/// a `Conn` on the BPF stack would take 144 of the 512 bytes Linux 6.1 allows a call chain.
+/// One slot per kind of program that builds one, so that a program that runs nested
+/// inside another on the same CPU (a softirq on top of a syscall) never shares a slot.
+#[derive(Clone, Copy)]
+pub enum Scratch {
+    /// The state machine.
+    StateMachine = 0,
+    /// The hooks on connect()'s return and the route lookups.
+    ConnectReturn = 1,
+}
+
+#[inline(always)]
+pub fn scratch(slot: Scratch) -> Option<&'static mut Conn> {
+    // SAFETY: a per-CPU slot, used by one kind of program at a time (see `Scratch`).
+    SCRATCH.get_ptr_mut(slot as u32).map(|p| unsafe { &mut *p })
 }
 
 /// The ring this CPU writes to.

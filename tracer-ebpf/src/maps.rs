@@ -19,6 +19,10 @@ pub static EVENTS3: RingBuf = RingBuf::with_byte_size(defaults::RING_BUFFER_BYTE
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Where a connection entry is built (see `helpers::Scratch`).
+#[map]
+pub static SCRATCH: PerCpuArray<Conn> = PerCpuArray::with_max_entries(2, 0);
+
 #[map]
 pub static CONNECTING: HashMap<u64, Conn> = HashMap::with_max_entries(defaults::MAX_CONNECTING, 0);
 

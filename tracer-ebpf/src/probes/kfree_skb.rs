@@ -23,7 +23,10 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
 fn try_kfree_skb(ctx: &RawTracePointContext) -> Result<(), i64> {
     let reason = ctx.arg::<u64>(2) as u32;
     let config = globals::config();
-    if reason != 0 && reason == config.listen_overflow_reason {
+    // Tested first, on its own: a load-time constant, so on kernels without the reason
+    // (0) the verifier drops this branch, and with it the read of a fourth argument that
+    // such a kernel's tracepoint does not have (the attach would fail otherwise).
+    if config.listen_overflow_reason != 0 && reason == config.listen_overflow_reason {
         // Linux 6.18 passes the listener as the fourth argument (`rx_sk`).
         return count_listen_drop(ctx.arg(3));
     }

@@ -16,7 +16,9 @@ pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
 fn try_tcp_retransmit_skb(ctx: &RawTracePointContext) -> Result<(), i64> {
     let config = globals::config();
     // Linux 6.13+ fires for retransmits that were not sent too, with their error (a local
-    // firewall's drop among them): those never left, and are not counted.
+    // firewall's drop among them): those never left, and are not counted. The flag is a
+    // load-time constant: where it is 0 the verifier drops the read of a third argument
+    // that older kernels' tracepoint does not have.
     if config.retransmit_has_err != 0 && ctx.arg::<u64>(2) as i32 != 0 {
         return Ok(());
     }
