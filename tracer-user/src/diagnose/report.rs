@@ -9,6 +9,7 @@ use super::{Finding, Verdict};
 use crate::{
     aggregate::Aggregator,
     loader::KernelCounters,
+    model::short_id,
     output::{
         RunInfo, SCHEMA_VERSION,
         summary::{CountsObj, SubjectObj, counts, subject},
@@ -290,16 +291,21 @@ fn write_finding(out: &mut impl Write, rank: usize, f: &Finding<'_>) -> std::io:
         if f.entry.pids.more { ", ..." } else { "" }
     )];
     who.extend(f.entry.executable.clone());
-    who.extend(
-        f.entry
-            .container_id
-            .as_ref()
-            .map(|c| format!("container {c}")),
-    );
+    if let Some(w) = &f.key.workload {
+        who.extend(
+            w.pod()
+                .and_then(|p| p.name.as_ref())
+                .map(|n| format!("pod {n}")),
+        );
+        who.extend(
+            w.container()
+                .map(|c| format!("container {}", short_id(&c.id))),
+        );
+    }
     writeln!(
         out,
         "\n#{rank}  {} → {}  ({})",
-        f.key.workload_name(),
+        f.key.workload_label(),
         f.key.destination_label(),
         who.join("; ")
     )?;
