@@ -5,6 +5,7 @@
 //! Every test names its namespaces uniquely and filters conntrace to its own client
 //! namespace, so tests run in parallel and on a busy host. A test that cannot run (not
 //! root, a tool missing) fails: it never passes quietly.
+pub mod container;
 pub mod diagnose;
 pub mod netns;
 pub mod tracer;
