@@ -477,6 +477,49 @@ mod tests {
         assert!(!text.contains("#2"), "{text}");
     }
 
+    /// A finding about a process in a pod names the workload people think in, in the
+    /// text, and carries the container and pod in the JSON.
+    #[test]
+    fn findings_name_the_pod_workload() {
+        use crate::model::{Container, Identity, Pod, Workload, WorkloadKind};
+        let mut e = connect(Reason::Refused, "10.0.0.2:81", 1);
+        e.process.identity = Some(std::sync::Arc::new(Identity {
+            container: Some(Container {
+                id: "3f2a9b1c4d5e".repeat(5) + "6f70",
+                runtime: Some("containerd".into()),
+                name: Some("app".into()),
+            }),
+            pod: Some(Pod {
+                uid: Some("1a2b3c4d-5e6f-4a8b-9c0d-112233445566".into()),
+                name: Some("web-7d9f8b6c5d-x2k4p".into()),
+                namespace: Some("shop".into()),
+                workload: Some(Workload {
+                    kind: WorkloadKind::Deployment,
+                    name: "web".into(),
+                }),
+            }),
+        }));
+        let mut agg = Aggregator::new(10);
+        agg.record(&e);
+        let text = render(false, &agg);
+        assert!(
+            text.contains(
+                "#1  shop/deployment/web [app] (app) → 10.0.0.2:81  (pid 100; /usr/bin/app; pod web-7d9f8b6c5d-x2k4p; container 3f2a9b1c4d5e)"
+            ),
+            "{text}"
+        );
+        let doc: Value = serde_json::from_str(&render(true, &agg)).unwrap();
+        let p = &doc["findings"][0]["process"];
+        assert_eq!(p["container"]["name"], "app");
+        assert_eq!(p["container"]["runtime"], "containerd");
+        assert_eq!(p["pod"]["namespace"], "shop");
+        assert_eq!(
+            p["pod"]["workload"],
+            serde_json::json!({"kind": "deployment", "name": "web"})
+        );
+        assert!(doc["findings"][0].get("container").is_none());
+    }
+
     #[test]
     fn nothing_failing_says_so() {
         let mut agg = Aggregator::new(10);
