@@ -544,6 +544,15 @@ impl Aggregator {
         let Some(identity) = &e.process.identity else {
             return;
         };
+        // The common case (the key has it already) costs one lookup, no re-insertion.
+        let lacks = self
+            .entries
+            .get_key_value(key)
+            .and_then(|(k, _)| k.workload.as_ref())
+            .is_some_and(|w| w.identity.is_none());
+        if !lacks {
+            return;
+        }
         let Some((old, entry)) = self.entries.remove_entry(key) else {
             return;
         };
