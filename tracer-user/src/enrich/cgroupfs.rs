@@ -201,9 +201,10 @@ impl Hierarchies {
                 }
                 _ => continue,
             };
-            // The first mount of a hierarchy wins (later ones are usually bind mounts
-            // into containers).
-            if slot.is_none() {
+            // The first mount point of a hierarchy wins (later ones are usually bind mounts
+            // into containers), but a mount stacked on it hides it: in a pod, the node's
+            // cgroupfs mounted over the container's own (namespaced) one is the one seen.
+            if slot.as_ref().is_none_or(|h| h.mount_point == m.mount_point) {
                 *slot = Some(Hierarchy::new(m.mount_point, m.root));
             }
         }
@@ -278,6 +279,9 @@ mod tests {
         assert_eq!(v2.root, "/");
         let mem = h.v1_memory.unwrap();
         assert_eq!(mem.mount_point, Path::new("/sys/fs/cgroup/memory"));
+        // A pod's own namespaced cgroupfs, with the node's mounted over it.
+        let stacked = "30 1 0:26 /../.. /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n41 30 0:26 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+        assert_eq!(Hierarchies::from_mountinfo(stacked).v2.unwrap().root, "/");
         let pure_v2 = "30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
         let h = Hierarchies::from_mountinfo(pure_v2);
         assert!(h.v1_memory.is_none());
