@@ -442,14 +442,13 @@ mod tests {
         // Short flags take no secret as their next argument (`-p 22` is a port).
         same(&["ssh", "-p", "22", "host"]);
         assert_eq!(
-            redacted(&["app", "-password", "x", "-pSECRET", "postgres://db/x"]),
-            [
-                "app",
-                "-password",
-                "REDACTED",
-                "-pREDACTED",
-                "postgres://db/x"
-            ]
+            redacted(&["app", "-token", "x", "-pSECRET", "postgres://db/x"]),
+            ["app", "-token", "REDACTED", "-pREDACTED", "postgres://db/x"]
+        );
+        // `-password x` could be mysql's `-p` with `assword` attached: both are hidden.
+        assert_eq!(
+            redacted(&["app", "-password", "x"]),
+            ["app", "-pREDACTED", "REDACTED"]
         );
     }
 

@@ -197,8 +197,11 @@ mod tests {
             assert_ne!(asked, Asked::Busy);
         }
         assert_eq!(pool.workers(), 1);
-        std::thread::sleep(Duration::from_millis(600));
-        pool.collect_late(&mut |a| late.push(a));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while late.len() < 200 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            pool.collect_late(&mut |a| late.push(a));
+        }
         assert_eq!(late.len(), 200, "every late answer comes back");
     }
 
@@ -224,6 +227,9 @@ mod tests {
         let t = Instant::now();
         assert_eq!(pool.ask(0, wait, &mut |a| late.push(a)), Asked::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(2));
+        // Stuck: busy on one lookup for longer than `wait` (measured from when the worker
+        // took it up, which a loaded machine may delay).
+        std::thread::sleep(2 * wait);
         assert_eq!(
             pool.ask(7, Duration::from_secs(5), &mut |a| late.push(a)),
             Asked::Answered(7)
@@ -232,6 +238,7 @@ mod tests {
         // Hang every worker.
         for _ in 1..MAX_WORKERS {
             assert_eq!(pool.ask(0, wait, &mut |a| late.push(a)), Asked::TimedOut);
+            std::thread::sleep(2 * wait);
         }
         assert_eq!(pool.workers(), MAX_WORKERS);
         let t = Instant::now();
