@@ -26,6 +26,18 @@ pub struct Sources {
     pub node: String,
 }
 
+impl Sources {
+    /// The real host's paths, and its name.
+    pub fn of_this_host() -> Sources {
+        Sources {
+            node: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|n| n.trim().to_owned())
+                .unwrap_or_default(),
+            ..Sources::default()
+        }
+    }
+}
+
 /// What the cgroup ids the kernel recorded say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ByCgroup {

@@ -262,10 +262,7 @@ pub struct Enricher {
 impl Enricher {
     pub fn new(settings: Settings) -> Enricher {
         let with_args = settings.args;
-        let sources = settings.sources.unwrap_or_else(|| Sources {
-            node: crate::app::hostname(),
-            ..Sources::default()
-        });
+        let sources = settings.sources.unwrap_or_else(Sources::of_this_host);
         let factory: Factory<Query, Answer> = Arc::new(move || {
             let mut resolver = Resolver::new(sources.clone(), cgroupfs::Hierarchies::discover());
             let procfs = procfs::Procfs::default();
