@@ -6,6 +6,7 @@
 //! namespace, so tests run in parallel and on a busy host. A test that cannot run (not
 //! root, a tool missing) fails: it never passes quietly.
 pub mod clients;
+pub mod container;
 pub mod diagnose;
 pub mod netns;
 pub mod tracer;

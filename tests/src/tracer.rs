@@ -92,6 +92,45 @@ impl Tracer {
         }
     }
 
+    /// conntrace's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops conntrace (SIGSTOP) with its programs attached: records wait in the ring
+    /// buffer, and procfs is read only after [`Tracer::resume`] (a process can exit or
+    /// `exec` in between, on purpose).
+    pub fn pause(&self) {
+        // SAFETY: kill() with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: kill() with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
+    /// The first connection record that `want` accepts, waiting at most `limit`; every
+    /// record read on the way is returned too.
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        want: impl Fn(&Value) -> bool,
+    ) -> (Option<Value>, Vec<Value>) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Some(r) = self.next_record(left) else {
+                break;
+            };
+            if r["event"]["kind"] == "event" && want(&r) {
+                return (Some(r), seen);
+            }
+            seen.push(r);
+        }
+        (None, seen)
+    }
+
     /// The next record while conntrace runs, if one arrives within `wait`.
     pub fn next_record(&mut self, wait: Duration) -> Option<Value> {
         let line = self.lines.recv_timeout(wait).ok()?;

@@ -6,11 +6,12 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
+    sync::Arc,
 };
 
 use hdrhistogram::Histogram;
 
-use crate::model::{Action, ConnEvent, Process, Reason};
+use crate::model::{Action, ConnEvent, Container, Identity, Pod, Process, Reason};
 
 /// `--max-keys` by default.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
@@ -33,13 +34,18 @@ const HIST_SIGFIG: u8 = 1;
 /// The relative error of a histogram value.
 pub const HIST_PRECISION: f64 = 0.0625;
 
-/// Who connects. Keyed on what the kernel reports (comm and cgroup), not on procfs
+/// Who connects. Keyed on what the kernel reports (comm and cgroups), not on procfs
 /// details: a short-lived process is often gone before procfs is read, and its records
-/// must not split into a second entry. The executable and container ride in the entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// must not split into a second entry. The identity (container, pod, owning workload) is
+/// a function of the cgroups, so it rides in the key without being part of its equality:
+/// a record whose identity was not resolved in time lands in the same entry, and the
+/// entry takes the identity from the first record that has one.
+#[derive(Clone, Debug)]
 pub struct WorkloadId {
     pub name: String,
     pub cgroup_id: u64,
+    pub cgroup_v1_id: u64,
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl WorkloadId {
@@ -47,7 +53,75 @@ impl WorkloadId {
         WorkloadId {
             name: p.name.clone(),
             cgroup_id: p.cgroup_id,
+            cgroup_v1_id: p.cgroup_v1_id,
+            identity: p.identity.clone(),
         }
+    }
+
+    /// Heap bytes held (an identity is shared by every entry of its cgroup; counted
+    /// whole here, an over-estimate).
+    pub fn heap_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        self.name.capacity()
+            + self.identity.as_ref().map_or(0, |i| {
+                size_of::<Identity>()
+                    + i.container
+                        .as_ref()
+                        .map_or(0, |c| c.id.capacity() + text(&c.runtime) + text(&c.name))
+                    + i.pod.as_ref().map_or(0, |p| {
+                        text(&p.name)
+                            + text(&p.uid)
+                            + text(&p.namespace)
+                            + p.workload.as_ref().map_or(0, |w| w.name.capacity())
+                    })
+            })
+    }
+
+    fn parts(&self) -> (&str, u64, u64) {
+        (&self.name, self.cgroup_id, self.cgroup_v1_id)
+    }
+
+    pub fn container(&self) -> Option<&Container> {
+        self.identity.as_ref()?.container.as_ref()
+    }
+
+    pub fn pod(&self) -> Option<&Pod> {
+        self.identity.as_ref()?.pod.as_ref()
+    }
+
+    /// How people name it: `shop/deployment/web [app] (curl)` for a process in a pod,
+    /// the task name alone on the host.
+    pub fn label(&self) -> String {
+        match self.identity.as_ref().and_then(|i| i.label()) {
+            Some(label) => format!("{label} ({})", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl PartialEq for WorkloadId {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for WorkloadId {}
+
+impl std::hash::Hash for WorkloadId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialOrd for WorkloadId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WorkloadId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
     }
 }
 
@@ -62,6 +136,13 @@ impl Key {
     /// The workload's task name, or `other`.
     pub fn workload_name(&self) -> &str {
         self.workload.as_ref().map_or("other", |w| w.name.as_str())
+    }
+
+    /// The workload as people name it (see [`WorkloadId::label`]), or `other`.
+    pub fn workload_label(&self) -> String {
+        self.workload
+            .as_ref()
+            .map_or_else(|| "other".to_owned(), WorkloadId::label)
     }
 
     /// `10.0.0.2:80`, `[fd00::2]:80`, or `other`.
@@ -191,7 +272,6 @@ pub struct LastError {
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
     pub executable: Option<String>,
-    pub container_id: Option<String>,
     pub pids: PidSet,
     /// Network namespace of the most recent record.
     pub netns: u32,
@@ -298,9 +378,6 @@ impl Entry {
         if self.executable.is_none() {
             self.executable.clone_from(&e.process.executable);
         }
-        if self.container_id.is_none() {
-            self.container_id.clone_from(&e.process.container_id);
-        }
         match e.action {
             Action::Connect => self.record_connect(e),
             Action::Reset if e.reason == Reason::Received => {
@@ -406,7 +483,6 @@ impl Entry {
         self.connect_time.heap_bytes()
             + self.time_to_fail.heap_bytes()
             + text(&self.executable)
-            + text(&self.container_id)
             + self.pids.pids.capacity() * size_of::<u32>()
             + self.reset_ages_ns.capacity() * size_of::<u64>()
             + (self.unreachable_errnos.len() + self.local_errors.len() + self.lost.len())
@@ -453,12 +529,41 @@ impl Aggregator {
         }
         let key = self.key_for(e);
         let interval = self.interval;
+        self.learn_identity(&key, e);
         let entry = self
             .entries
             .entry(key)
             .or_insert_with(|| Entry::new(e.time_ns));
         entry.record(e);
         entry.changed = interval;
+    }
+
+    /// Gives an entry whose key has no identity yet the one this record carries (keys
+    /// compare without it, so the entry is re-keyed in place).
+    fn learn_identity(&mut self, key: &Key, e: &ConnEvent) {
+        let Some(identity) = &e.process.identity else {
+            return;
+        };
+        // The common case (the key has it already) costs one lookup, no re-insertion.
+        let lacks = self
+            .entries
+            .get_key_value(key)
+            .and_then(|(k, _)| k.workload.as_ref())
+            .is_some_and(|w| w.identity.is_none());
+        if !lacks {
+            return;
+        }
+        let Some((old, entry)) = self.entries.remove_entry(key) else {
+            return;
+        };
+        let mut new = old;
+        if let Some(w) = new.workload.as_mut()
+            && w.identity.is_none()
+            && WorkloadId::of(&e.process) == *w
+        {
+            w.identity = Some(Arc::clone(identity));
+        }
+        self.entries.insert(new, entry);
     }
 
     /// The entry a record goes to, making room for a new one while the table allows.
@@ -543,7 +648,9 @@ impl Aggregator {
             + self
                 .entries
                 .iter()
-                .map(|(k, e)| k.workload.as_ref().map_or(0, |w| w.name.capacity()) + e.heap_bytes())
+                .map(|(k, e)| {
+                    k.workload.as_ref().map_or(0, WorkloadId::heap_bytes) + e.heap_bytes()
+                })
                 .sum::<usize>()
     }
 }
@@ -576,9 +683,7 @@ pub(crate) mod tests {
                 uid: 0,
                 name: "app".into(),
                 executable: Some("/usr/bin/app".into()),
-                args: None,
                 cgroup_id: 7,
-                container_id: None,
                 ..Process::default()
             },
             source: Some("10.0.0.1:40000".parse().unwrap()),
@@ -626,6 +731,8 @@ pub(crate) mod tests {
             workload: Some(WorkloadId {
                 name: "app".into(),
                 cgroup_id: 7,
+                cgroup_v1_id: 0,
+                identity: None,
             }),
             destination: Some(dest.parse().unwrap()),
         }
@@ -794,6 +901,41 @@ pub(crate) mod tests {
         let e = agg.get(&key(DEST)).unwrap();
         assert_eq!(e.executable.as_deref(), Some("/usr/bin/app"));
         assert_eq!(e.pids.pids, [100, 101]);
+    }
+
+    #[test]
+    fn an_entry_learns_its_identity_from_a_later_record() {
+        use crate::model::{Pod, Workload, WorkloadKind};
+        let mut agg = Aggregator::new(10);
+        agg.record(&connect(Reason::Refused, DEST, 1));
+        let mut known = connect(Reason::Refused, DEST, 1);
+        known.process.identity = Some(Arc::new(Identity {
+            container: None,
+            pod: Some(Pod {
+                name: Some("web-0".into()),
+                namespace: Some("shop".into()),
+                uid: None,
+                workload: Some(Workload {
+                    kind: WorkloadKind::StatefulSet,
+                    name: "web".into(),
+                }),
+            }),
+        }));
+        agg.record(&known);
+        assert_eq!(
+            agg.len(),
+            1,
+            "one entry, whether or not the identity was known"
+        );
+        let (k, e) = agg.iter().next().unwrap();
+        assert_eq!(e.refused.count, 2);
+        assert_eq!(k.workload_label(), "shop/statefulset/web (app)");
+        // Another v1 cgroup (another container on a hybrid host) is another workload.
+        let mut other = connect(Reason::Refused, DEST, 1);
+        other.process.cgroup_v1_id = 99;
+        agg.record(&other);
+        assert_eq!(agg.len(), 2);
+        assert_eq!(key(DEST).workload_label(), "app");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::{
     collector::{self, Consumer, Schedule, Starter, TracePrinter, unix_now_ns},
     config::{Filters, TraceConfig, Tuning, seconds},
     diagnose::{self, Context, host, report},
+    enrich,
     exit::{StartError, Status},
     loader::{self, Emit, Tracer},
     model::ConnEvent,
@@ -67,7 +68,7 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
             tracer,
             &info,
             &schedule,
-            config.args,
+            enrich_settings(&config.filters, config.args),
             &mut printer,
         ));
     }
@@ -79,9 +80,19 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
         tracer,
         &info,
         &schedule,
-        config.args,
+        enrich_settings(&config.filters, config.args),
         &mut summaries,
     ))
+}
+
+/// What the collector adds to records: arguments only where `trace --args` asks for
+/// them (summaries, `top` and `diagnose` never show them).
+fn enrich_settings(filters: &Filters, args: bool) -> enrich::Settings {
+    enrich::Settings {
+        args,
+        filter: filters.identity.clone(),
+        sources: None,
+    }
 }
 
 fn max_keys(args: &AggregateArgs) -> Result<usize, StartError> {
@@ -114,7 +125,8 @@ pub fn top(args: &TopArgs) -> anyhow::Result<Status> {
         stats_interval: Some(top::REFRESH),
         tick: Some(top::KEY_POLL),
     };
-    runtime()?.block_on(collector::run(tracer, &info, &schedule, false, &mut view))
+    let enrich = enrich_settings(&filters, false);
+    runtime()?.block_on(collector::run(tracer, &info, &schedule, enrich, &mut view))
 }
 
 /// The `diagnose` consumer: aggregates, and keeps the last stats for the loss count.
@@ -167,7 +179,8 @@ pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
         stats_interval: None,
         tick: None,
     };
-    runtime()?.block_on(collector::run(tracer, &info, &schedule, false, &mut watch))?;
+    let enrich = enrich_settings(&filters, false);
+    runtime()?.block_on(collector::run(tracer, &info, &schedule, enrich, &mut watch))?;
     let end_ns = unix_now_ns();
     let facts = host::gather(&diagnose::questions(&watch.aggregate));
     let ctx = Context {
@@ -257,6 +270,16 @@ fn describe_filters(f: &Filters) -> BTreeMap<&'static str, String> {
     }
     if !f.dests.is_empty() {
         out.insert("dest", f.dests.len().to_string() + " prefixes");
+    }
+    let id = &f.identity;
+    for (name, value) in [
+        ("pod", &id.pod),
+        ("namespace", &id.namespace),
+        ("container", &id.container),
+    ] {
+        if let Some(v) = value {
+            out.insert(name, v.clone());
+        }
     }
     out
 }

@@ -109,8 +109,14 @@ pub struct TraceArgs {
     #[arg(long)]
     pub retransmits: bool,
 
-    /// Do not read process arguments from /proc (they may hold secrets).
+    /// Add each process's arguments to its records (from /proc/PID/cmdline, with
+    /// passwords, tokens, keys and URL credentials redacted, at most 4 KiB per process).
+    /// Off by default: arguments often carry secrets.
     #[arg(long)]
+    pub args: bool,
+
+    /// The default; kept so that older command lines still work.
+    #[arg(long, hide = true, conflicts_with = "args")]
     pub no_args: bool,
 
     /// Also write a summary per (process, destination) every SECS seconds (those that
@@ -128,7 +134,8 @@ pub struct TraceArgs {
     pub tuning: TuningArgs,
 }
 
-/// Which connections to watch. Filters apply in the kernel.
+/// Which connections to watch. Filters apply in the kernel, but for --pod, --namespace and
+/// --container.
 #[derive(Debug, Args, Default, Clone)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
@@ -152,6 +159,19 @@ pub struct FilterArgs {
     /// /run/netns/NAME or /proc/PID/ns/net.
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<String>,
+
+    /// Only processes in pods named NAME (`*` matches any run: `web-*`). Applied in
+    /// userspace once the pod is known: records of unknown pods are dropped.
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+
+    /// Only processes in pods of this Kubernetes namespace (`*` as for --pod).
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+
+    /// Only processes in containers of this name (`*` as for --pod).
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
 }
 
 /// Kernel-side sizes; the defaults suit most hosts.

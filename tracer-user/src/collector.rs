@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     classify::classify,
     decode::decode,
-    enrich::ProcCache,
+    enrich::{self, Enricher},
     exit::{StartError, Status},
     loader::{Programs, Tracer},
     model::{Action, ConnEvent, Outcome},
@@ -124,7 +124,7 @@ enum Stop {
 struct Collector {
     kernel: crate::classify::Context,
     counts: Counts,
-    procs: ProcCache,
+    procs: Enricher,
 }
 
 impl Collector {
@@ -139,6 +139,10 @@ impl Collector {
             return Ok(());
         };
         self.procs.enrich(&mut event.process);
+        if !self.procs.wanted(&event.process) {
+            self.counts.filtered += 1;
+            return Ok(());
+        }
         self.counts.record(&event);
         consumer.event(&event)
     }
@@ -164,9 +168,11 @@ impl Collector {
             tracing::warn!("could not read kernel counters: {e:#}");
             Default::default()
         });
+        let mut counts = self.counts.clone();
+        counts.enrich = self.procs.counts();
         Snapshot {
             time_ns: unix_now_ns(),
-            counts: self.counts.clone(),
+            counts,
             kernel,
             is_final,
         }
@@ -179,7 +185,7 @@ pub async fn run(
     tracer: Tracer,
     info: &RunInfo,
     schedule: &Schedule,
-    with_args: bool,
+    enrich: enrich::Settings,
     consumer: &mut (impl Consumer + Starter),
 ) -> anyhow::Result<Status> {
     let mut collector = Collector {
@@ -188,7 +194,7 @@ pub async fn run(
             drop_reasons: tracer.drop_reasons.clone(),
         },
         counts: Counts::default(),
-        procs: ProcCache::new(with_args),
+        procs: Enricher::new(enrich),
     };
     match run_loop(tracer, info, schedule, &mut collector, consumer).await {
         Ok(Stop::Done | Stop::PipeClosed) => Ok(Status::Ok),

@@ -9,6 +9,7 @@ use tracer_common::{COMM_LEN, V4_MAPPED_PREFIX};
 use crate::{
     cli::{ConnectHookChoice, FilterArgs, Format, TraceArgs, TuningArgs},
     exit::StartError,
+    model::Identity,
 };
 
 /// A destination prefix, stored the way the kernel filter stores it: IPv4 as IPv4-mapped.
@@ -73,6 +74,80 @@ pub struct Filters {
     pub port: Option<u16>,
     pub dests: Vec<Cidr>,
     pub netns: Option<u32>,
+    /// Applied in userspace, once the record's identity is known.
+    pub identity: IdentityFilter,
+}
+
+/// `--pod`, `--namespace`, `--container`: patterns where `*` matches any run of
+/// characters. A record whose identity is unknown matches none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdentityFilter {
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub container: Option<String>,
+}
+
+impl IdentityFilter {
+    pub fn is_empty(&self) -> bool {
+        self.pod.is_none() && self.namespace.is_none() && self.container.is_none()
+    }
+
+    pub fn matches(&self, identity: Option<&Identity>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let pod = identity.and_then(|i| i.pod.as_ref());
+        let container = identity.and_then(|i| i.container.as_ref());
+        let check = |pattern: &Option<String>, value: Option<&str>| {
+            pattern
+                .as_deref()
+                .is_none_or(|p| value.is_some_and(|v| glob(p, v)))
+        };
+        check(&self.pod, pod.and_then(|p| p.name.as_deref()))
+            && check(&self.namespace, pod.and_then(|p| p.namespace.as_deref()))
+            && check(&self.container, container.and_then(|c| c.name.as_deref()))
+    }
+
+    fn from_args(args: &FilterArgs) -> Result<IdentityFilter, StartError> {
+        for (flag, value) in [
+            ("--pod", &args.pod),
+            ("--namespace", &args.namespace),
+            ("--container", &args.container),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty() || v.len() > 253 || v.chars().any(char::is_whitespace))
+            {
+                return Err(StartError::Usage(format!(
+                    "{flag} {v:?}: give a Kubernetes name (1 to 253 characters, `*` matches any run)"
+                )));
+            }
+        }
+        Ok(IdentityFilter {
+            pod: args.pod.clone(),
+            namespace: args.namespace.clone(),
+            container: args.container.clone(),
+        })
+    }
+}
+
+/// `pattern` matches `text`, `*` standing for any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 impl Filters {
@@ -114,6 +189,7 @@ impl Filters {
             port: args.port,
             dests,
             netns,
+            identity: IdentityFilter::from_args(args)?,
         })
     }
 
@@ -242,7 +318,7 @@ impl TraceConfig {
             stats_interval: Some(seconds("--stats-interval", args.stats_interval, true)?)
                 .filter(|d| !d.is_zero()),
             retransmits: args.retransmits,
-            args: !args.no_args,
+            args: args.args,
         })
     }
 }
@@ -370,6 +446,54 @@ mod tests {
             "{msg}"
         );
         assert_eq!(wakeup_batch(Some(255), 1 << 20).ok(), Some(255));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("web-*", "web-7d9f8b6c5d-x2k4p"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "a-b-c"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(!glob("a*b", "ab-x"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn identity_filters_match_names() {
+        use crate::model::{Container, Pod};
+        let id = Identity {
+            container: Some(Container {
+                id: "c".into(),
+                runtime: None,
+                name: Some("app".into()),
+            }),
+            pod: Some(Pod {
+                name: Some("web-0".into()),
+                namespace: Some("shop".into()),
+                ..Pod::default()
+            }),
+        };
+        let f = |pod: Option<&str>, ns: Option<&str>, c: Option<&str>| IdentityFilter {
+            pod: pod.map(Into::into),
+            namespace: ns.map(Into::into),
+            container: c.map(Into::into),
+        };
+        assert!(f(None, None, None).matches(None));
+        assert!(f(Some("web-*"), Some("shop"), Some("app")).matches(Some(&id)));
+        assert!(!f(Some("web-1"), None, None).matches(Some(&id)));
+        assert!(!f(None, Some("other"), None).matches(Some(&id)));
+        assert!(!f(None, None, Some("sidecar")).matches(Some(&id)));
+        // Unknown identity: no match.
+        assert!(!f(None, Some("shop"), None).matches(None));
+        let bad = FilterArgs {
+            pod: Some(String::new()),
+            ..FilterArgs::default()
+        };
+        assert!(matches!(
+            Filters::from_args(&bad),
+            Err(StartError::Usage(_))
+        ));
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! The pipeline, one module each: [`kernel`] facts about the running kernel, [`loader`]
 //! loads and attaches the eBPF programs, [`decode`] turns ring-buffer bytes into wire
 //! records, [`classify`] turns those into [`model::ConnEvent`]s, [`enrich`] adds what
-//! procfs knows, [`output`] writes JSON lines or text, and [`collector`] runs the loop.
-//! [`aggregate`] folds records per (workload, destination), [`diagnose`] explains the
-//! failures, and [`top`] shows them live.
-//! Everything but `loader`, `kernel`, `collector`, `top` and `diagnose::host` is pure and
-//! tested without root.
+//! procfs and the node's files know (executable, arguments, container, pod), [`output`]
+//! writes JSON lines or text, and [`collector`] runs the loop. [`aggregate`] folds records
+//! per (workload, destination), [`diagnose`] explains the failures, and [`top`] shows them
+//! live. Everything but `loader`, `kernel`, `collector`, `top`, `diagnose::host` and
+//! `enrich`'s readers is pure and tested without root.
 pub mod aggregate;
 pub mod app;
 pub mod classify;

@@ -1,6 +1,9 @@
 //! The domain: what a record means once classified, independent of the wire format and of
 //! how it is printed.
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 /// What happened (`event.action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,8 +136,12 @@ pub struct Process {
     pub name: String,
     /// From procfs; `None` when the process has exited or procfs said nothing.
     pub executable: Option<String>,
-    /// From procfs, unless `--no-args`.
+    /// From procfs, with `--args` only: secrets redacted, bounded in bytes.
     pub args: Option<Vec<String>>,
+    /// Arguments were left out or cut to stay within the byte bounds.
+    pub args_truncated: bool,
+    /// Why `executable` and `args` are absent, when procfs could not vouch for them.
+    pub details_missing: Option<DetailsMissing>,
     /// cgroup v2 id of the connecting task.
     pub cgroup_id: u64,
     /// Id of the connecting task's cgroup in the cgroup v1 memory hierarchy (the
@@ -146,8 +153,141 @@ pub struct Process {
     /// (CLOCK_BOOTTIME, as `/proc/PID/stat`'s starttime counts), 0 when unknown: procfs
     /// details belong to this event only if the process found there started then.
     pub start_boottime_ns: u64,
-    /// Container id, when the process's cgroup path names one.
-    pub container_id: Option<String>,
+    /// The container and pod the process runs in, resolved from its cgroup; shared by
+    /// every record of that cgroup.
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl Process {
+    /// The process's container, when it runs in one.
+    pub fn container(&self) -> Option<&Container> {
+        self.identity.as_ref()?.container.as_ref()
+    }
+
+    /// The process's pod, when it runs in one.
+    pub fn pod(&self) -> Option<&Pod> {
+        self.identity.as_ref()?.pod.as_ref()
+    }
+}
+
+/// Why procfs details were left out of a record (`conntrace.details_missing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DetailsMissing {
+    /// The process had exited before conntrace looked.
+    Exited,
+    /// The pid now names another program: the process `exec`ed, or the pid was reused
+    /// (its start time or task name differs from the record's).
+    Replaced,
+    /// procfs did not answer within the collector's deadline.
+    TimedOut,
+    /// Not looked up: the lookup workers were all stuck or their queue was full.
+    Busy,
+}
+
+impl DetailsMissing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetailsMissing::Exited => "exited",
+            DetailsMissing::Replaced => "replaced",
+            DetailsMissing::TimedOut => "timed_out",
+            DetailsMissing::Busy => "busy",
+        }
+    }
+}
+
+/// Where a process runs, from file reads only (cgroup paths, the kubelet's log tree, the
+/// runtime's bundle): its container and, under Kubernetes, its pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub container: Option<Container>,
+    pub pod: Option<Pod>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Container {
+    /// The id as the runtime names it (64 hex digits).
+    pub id: String,
+    /// What manages it: `containerd`, `cri-o`, `docker`, `podman`, `runc`, `crun`.
+    pub runtime: Option<String>,
+    /// Its name in its pod (Kubernetes).
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pod {
+    /// As the kubelet writes it: dashed, or 32 hex digits for a static pod.
+    pub uid: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// The controller that owns the pod, as its name shows it.
+    pub workload: Option<Workload>,
+}
+
+/// The owner people think in, guessed from the pod's name (the kubelet's files do not
+/// name it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    /// `NAME-<pod-template-hash>-<5>`.
+    Deployment,
+    /// `NAME-<ordinal>`.
+    StatefulSet,
+    /// `NAME-<minutes since the epoch>-<5>`.
+    CronJob,
+    /// `NAME-<index>-<5>` (an indexed Job).
+    Job,
+    /// `NAME-<5>`: a DaemonSet and a Job name their pods alike.
+    DaemonSetOrJob,
+    /// A static pod (its uid is a 32-digit hash): `NAME-<node>`.
+    StaticPod,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+            WorkloadKind::CronJob => "cronjob",
+            WorkloadKind::Job => "job",
+            WorkloadKind::DaemonSetOrJob => "daemonset_or_job",
+            WorkloadKind::StaticPod => "static_pod",
+        }
+    }
+}
+
+impl Identity {
+    /// How people name the workload: `shop/deployment/web [app]` for a pod (namespace,
+    /// owner, container), `shop/pod/web-0 [app]` when no owner shows, `container
+    /// 3f2a9b1c4d5e` outside Kubernetes; `None` when nothing is known.
+    pub fn label(&self) -> Option<String> {
+        let container = self.container.as_ref();
+        let suffix = container
+            .and_then(|c| c.name.as_deref())
+            .map_or_else(String::new, |n| format!(" [{n}]"));
+        if let Some(pod) = &self.pod
+            && let Some(name) = &pod.name
+        {
+            let ns = pod.namespace.as_deref().unwrap_or("?");
+            return Some(match &pod.workload {
+                Some(w) => format!("{ns}/{}/{}{suffix}", w.kind.as_str(), w.name),
+                None => format!("{ns}/pod/{name}{suffix}"),
+            });
+        }
+        if let Some(uid) = self.pod.as_ref().and_then(|p| p.uid.as_deref()) {
+            return Some(format!("pod {uid}{suffix}"));
+        }
+        container.map(|c| format!("container {}{suffix}", short_id(&c.id)))
+    }
+}
+
+/// The first 12 characters of a container id, as `docker ps` and `crictl ps` show it.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// One classified record.

@@ -1,7 +1,7 @@
 //! What the run has seen and lost, for the periodic and final stats records.
 use std::collections::BTreeMap;
 
-use crate::{loader::KernelCounters, model::ConnEvent};
+use crate::{enrich::EnrichCounts, loader::KernelCounters, model::ConnEvent};
 
 /// Userspace's own counts; the kernel's come from [`KernelCounters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -12,6 +12,10 @@ pub struct Counts {
     pub received: u64,
     /// Ring-buffer items that were not a valid record.
     pub malformed: u64,
+    /// Records dropped by the userspace filters (`--pod`, `--namespace`, `--container`).
+    pub filtered: u64,
+    /// Lookups (procfs, identity) that did not serve their record.
+    pub enrich: EnrichCounts,
 }
 
 impl Counts {

@@ -116,7 +116,7 @@ pub fn ordered(agg: &Aggregator, view: ViewState) -> Vec<(&Key, &Entry)> {
             SortKey::FailurePct => b.failure_ratio().total_cmp(&a.failure_ratio()),
             SortKey::Attempts => b.attempts.cmp(&a.attempts),
             SortKey::P99 => p99(b).cmp(&p99(a)),
-            SortKey::Workload => ka.workload_name().cmp(kb.workload_name()),
+            SortKey::Workload => ka.workload_label().cmp(&kb.workload_label()),
             SortKey::Destination => ka.destination.cmp(&kb.destination),
         };
         let by = if view.reverse { by.reverse() } else { by };
@@ -144,7 +144,7 @@ pub const COLUMNS: [&str; 13] = [
 /// One row's cells, in [`COLUMNS`] order (the last, empty, column pads the table).
 pub fn cells(key: &Key, e: &Entry, verdict: Option<String>) -> Vec<String> {
     vec![
-        key.workload_name().to_owned(),
+        key.workload_label(),
         key.destination_label(),
         e.attempts.to_string(),
         if e.attempts == 0 {

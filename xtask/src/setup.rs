@@ -143,7 +143,20 @@ fn test_tools() -> Vec<Prerequisite> {
         Prerequisite::package("perl", "perl", &["-MIO::Socket::IP", "-e", "1"], "perl"),
         Prerequisite::package("python3", "python3", &["--version"], "python3"),
         Prerequisite::package("nginx", "nginx", &["-v"], "nginx-light"),
+        // Real containers for the identity tests: runc runs a busybox-static rootfs.
+        Prerequisite::package("runc", "runc", &["--version"], "runc"),
+        busybox_static(),
     ]
+}
+
+/// busybox-static: the identity tests' container rootfs, and virtme-ng's init.
+fn busybox_static() -> Prerequisite {
+    Prerequisite::package(
+        "busybox-static",
+        "dpkg",
+        &["-s", "busybox-static"],
+        "busybox-static",
+    )
 }
 
 fn vm_tools() -> Vec<Prerequisite> {
@@ -161,12 +174,7 @@ fn vm_tools() -> Vec<Prerequisite> {
             install: None,
             manual: "Debian 12's linux-image-amd64 (6.1)".into(),
         },
-        Prerequisite::package(
-            "busybox-static (virtme-ng's init)",
-            "dpkg",
-            &["-s", "busybox-static"],
-            "busybox-static",
-        ),
+        busybox_static(),
         Prerequisite {
             name: "virtme-ng (vng)".into(),
             present: Box::new(|| succeeds("vng", &["--version"])),

@@ -9,6 +9,7 @@ use super::{Finding, Verdict};
 use crate::{
     aggregate::Aggregator,
     loader::KernelCounters,
+    model::short_id,
     output::{
         RunInfo, SCHEMA_VERSION,
         summary::{CountsObj, SubjectObj, counts, subject},
@@ -290,16 +291,21 @@ fn write_finding(out: &mut impl Write, rank: usize, f: &Finding<'_>) -> std::io:
         if f.entry.pids.more { ", ..." } else { "" }
     )];
     who.extend(f.entry.executable.clone());
-    who.extend(
-        f.entry
-            .container_id
-            .as_ref()
-            .map(|c| format!("container {c}")),
-    );
+    if let Some(w) = &f.key.workload {
+        who.extend(
+            w.pod()
+                .and_then(|p| p.name.as_ref())
+                .map(|n| format!("pod {n}")),
+        );
+        who.extend(
+            w.container()
+                .map(|c| format!("container {}", short_id(&c.id))),
+        );
+    }
     writeln!(
         out,
         "\n#{rank}  {} → {}  ({})",
-        f.key.workload_name(),
+        f.key.workload_label(),
         f.key.destination_label(),
         who.join("; ")
     )?;
@@ -469,6 +475,49 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("#2"), "{text}");
+    }
+
+    /// A finding about a process in a pod names the workload people think in, in the
+    /// text, and carries the container and pod in the JSON.
+    #[test]
+    fn findings_name_the_pod_workload() {
+        use crate::model::{Container, Identity, Pod, Workload, WorkloadKind};
+        let mut e = connect(Reason::Refused, "10.0.0.2:81", 1);
+        e.process.identity = Some(std::sync::Arc::new(Identity {
+            container: Some(Container {
+                id: "3f2a9b1c4d5e".repeat(5) + "6f70",
+                runtime: Some("containerd".into()),
+                name: Some("app".into()),
+            }),
+            pod: Some(Pod {
+                uid: Some("1a2b3c4d-5e6f-4a8b-9c0d-112233445566".into()),
+                name: Some("web-7d9f8b6c5d-x2k4p".into()),
+                namespace: Some("shop".into()),
+                workload: Some(Workload {
+                    kind: WorkloadKind::Deployment,
+                    name: "web".into(),
+                }),
+            }),
+        }));
+        let mut agg = Aggregator::new(10);
+        agg.record(&e);
+        let text = render(false, &agg);
+        assert!(
+            text.contains(
+                "#1  shop/deployment/web [app] (app) → 10.0.0.2:81  (pid 100; /usr/bin/app; pod web-7d9f8b6c5d-x2k4p; container 3f2a9b1c4d5e)"
+            ),
+            "{text}"
+        );
+        let doc: Value = serde_json::from_str(&render(true, &agg)).unwrap();
+        let p = &doc["findings"][0]["process"];
+        assert_eq!(p["container"]["name"], "app");
+        assert_eq!(p["container"]["runtime"], "containerd");
+        assert_eq!(p["pod"]["namespace"], "shop");
+        assert_eq!(
+            p["pod"]["workload"],
+            serde_json::json!({"kind": "deployment", "name": "web"})
+        );
+        assert!(doc["findings"][0].get("container").is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     errno,
-    model::{ConnEvent, Details, tcp_state_name},
+    model::{ConnEvent, Details, Identity, tcp_state_name},
     stats::Snapshot,
 };
 
@@ -97,14 +97,12 @@ pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::
         }
         out.write_all(b"]")?;
     }
+    if let Some(identity) = &p.identity {
+        write_identity(out, identity)?;
+    }
     out.write_all(b"},\"user\":{\"id\":\"")?;
     write_u64(out, u64::from(p.uid))?;
     out.write_all(b"\"}")?;
-    if let Some(id) = &p.container_id {
-        out.write_all(b",\"container\":{\"id\":")?;
-        write_str(out, id)?;
-        out.write_all(b"}")?;
-    }
     if let Some(source) = e.source {
         out.write_all(b",\"source\":")?;
         write_endpoint(out, source)?;
@@ -137,6 +135,18 @@ pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::
         write_u64(out, age)?;
     }
     write_details(out, &e.details)?;
+    if p.cgroup_v1_id != 0 {
+        out.write_all(b",\"cgroup_v1_id\":")?;
+        write_u64(out, p.cgroup_v1_id)?;
+    }
+    if p.args_truncated {
+        out.write_all(b",\"args_truncated\":true")?;
+    }
+    if let Some(why) = p.details_missing {
+        out.write_all(b",\"details_missing\":\"")?;
+        out.write_all(why.as_str().as_bytes())?;
+        out.write_all(b"\"")?;
+    }
     out.write_all(b"}}\n")
 }
 
@@ -169,6 +179,54 @@ fn write_details(out: &mut impl Write, d: &Details) -> std::io::Result<()> {
         write_u64(out, fin.since_ns)?;
     }
     Ok(())
+}
+
+/// `"container":{…},"pod":{…}` inside `process`: the traced process's own container and
+/// pod (docs/schema.md says why not at the top level).
+fn write_identity(out: &mut impl Write, identity: &Identity) -> std::io::Result<()> {
+    if let Some(c) = &identity.container {
+        out.write_all(b",\"container\":{\"id\":")?;
+        write_str(out, &c.id)?;
+        write_opt(out, b",\"runtime\":", c.runtime.as_deref())?;
+        write_opt(out, b",\"name\":", c.name.as_deref())?;
+        out.write_all(b"}")?;
+    }
+    if let Some(pod) = &identity.pod {
+        out.write_all(b",\"pod\":{")?;
+        let mut sep: &[u8] = b"";
+        for (key, value) in [
+            (&b"\"name\":"[..], pod.name.as_deref()),
+            (b"\"uid\":", pod.uid.as_deref()),
+            (b"\"namespace\":", pod.namespace.as_deref()),
+        ] {
+            if let Some(v) = value {
+                out.write_all(sep)?;
+                out.write_all(key)?;
+                write_str(out, v)?;
+                sep = b",";
+            }
+        }
+        if let Some(w) = &pod.workload {
+            out.write_all(sep)?;
+            out.write_all(b"\"workload\":{\"kind\":\"")?;
+            out.write_all(w.kind.as_str().as_bytes())?;
+            out.write_all(b"\",\"name\":")?;
+            write_str(out, &w.name)?;
+            out.write_all(b"}")?;
+        }
+        out.write_all(b"}")?;
+    }
+    Ok(())
+}
+
+fn write_opt(out: &mut impl Write, key: &[u8], value: Option<&str>) -> std::io::Result<()> {
+    match value {
+        Some(v) => {
+            out.write_all(key)?;
+            write_str(out, v)
+        }
+        None => Ok(()),
+    }
 }
 
 /// A JSON string. Names, paths and arguments rarely need escaping: those that do go
@@ -264,6 +322,9 @@ struct StatsObj<'a> {
     skipped_program_runs: u64,
     skipped_program_runs_by_program: &'a BTreeMap<String, u64>,
     kernel_read_errors: u64,
+    filtered: u64,
+    lookups_timed_out: u64,
+    lookups_refused: u64,
 }
 
 /// A stats record (`event.kind: "metric"`, `event.action: "stats"`).
@@ -292,6 +353,9 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot, host: &str) -> std::io::R
             skipped_program_runs: s.kernel.skipped_total(),
             skipped_program_runs_by_program: &s.kernel.skipped,
             kernel_read_errors: s.kernel.read_errors,
+            filtered: s.counts.filtered,
+            lookups_timed_out: s.counts.enrich.timed_out,
+            lookups_refused: s.counts.enrich.busy,
         },
     );
     write_line(out, &record)
@@ -321,7 +385,11 @@ fn write_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<(
 mod tests {
     //! The hand-written event writer against the serde structs it replaced.
     use super::*;
-    use crate::model::{Action, Outcome, Reason};
+    use crate::{
+        model::{Action, Container, DetailsMissing, Outcome, Pod, Reason, Workload, WorkloadKind},
+        output::summary::{ContainerObj, PodObj, container_obj, pod_obj},
+    };
+    use std::sync::Arc;
 
     #[derive(Serialize)]
     struct Reference<'a> {
@@ -332,8 +400,6 @@ mod tests {
         error: Option<RefError>,
         process: RefProcess<'a>,
         user: RefUser,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        container: Option<RefId<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         source: Option<RefEndpoint>,
         destination: RefEndpoint,
@@ -369,6 +435,10 @@ mod tests {
         executable: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         args: Option<&'a [String]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container: Option<ContainerObj>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pod: Option<PodObj>,
     }
 
     #[derive(Serialize)]
@@ -379,11 +449,6 @@ mod tests {
     #[derive(Serialize)]
     struct RefUser {
         id: String,
-    }
-
-    #[derive(Serialize)]
-    struct RefId<'a> {
-        id: &'a str,
     }
 
     #[derive(Serialize)]
@@ -427,6 +492,12 @@ mod tests {
         idle_before_peer_fin: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         since_peer_fin: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup_v1_id: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        args_truncated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        details_missing: Option<&'static str>,
     }
 
     #[allow(
@@ -462,11 +533,12 @@ mod tests {
                 thread: RefThread { id: e.process.tid },
                 executable: e.process.executable.as_deref(),
                 args: e.process.args.as_deref(),
+                container: e.process.container().map(container_obj),
+                pod: e.process.pod().map(pod_obj),
             },
             user: RefUser {
                 id: e.process.uid.to_string(),
             },
-            container: e.process.container_id.as_deref().map(|id| RefId { id }),
             source: e.source.map(endpoint),
             destination: endpoint(e.destination),
             network: RefNetwork {
@@ -491,6 +563,9 @@ mod tests {
                 bytes_sent: e.details.bytes.map(|b| b.sent),
                 idle_before_peer_fin: e.details.peer_fin.map(|f| f.idle_before_ns),
                 since_peer_fin: e.details.peer_fin.map(|f| f.since_ns),
+                cgroup_v1_id: (e.process.cgroup_v1_id != 0).then_some(e.process.cgroup_v1_id),
+                args_truncated: e.process.args_truncated,
+                details_missing: e.process.details_missing.map(DetailsMissing::as_str),
             },
         };
         serde_json::to_string(&record).unwrap() + "\n"
@@ -516,7 +591,44 @@ mod tests {
         e.reason = Reason::LocalError;
         e.process.executable = None;
         e.process.args = None;
-        e.process.container_id = Some("0123abcd".into());
+        e.process.identity = Some(Arc::new(Identity {
+            container: Some(Container {
+                id: "0123abcd".into(),
+                runtime: None,
+                name: Some("app\n".into()),
+            }),
+            pod: None,
+        }));
+        e.process.details_missing = Some(DetailsMissing::Replaced);
+        cases.push(e);
+        let mut e = base();
+        e.process.identity = Some(Arc::new(Identity {
+            container: Some(Container {
+                id: "f".repeat(64),
+                runtime: Some("containerd".into()),
+                name: Some("app".into()),
+            }),
+            pod: Some(Pod {
+                uid: Some("1a2b3c4d-5e6f-4a8b-9c0d-112233445566".into()),
+                name: Some("web-7d9f8b6c5d-x2k4p".into()),
+                namespace: Some("shop".into()),
+                workload: Some(Workload {
+                    kind: WorkloadKind::Deployment,
+                    name: "web".into(),
+                }),
+            }),
+        }));
+        e.process.cgroup_v1_id = 4242;
+        e.process.args_truncated = true;
+        cases.push(e);
+        let mut e = base();
+        e.process.identity = Some(Arc::new(Identity {
+            container: None,
+            pod: Some(Pod {
+                uid: Some("6b6cf55d2f1e8c2d4e1f1d4e2b1c5a3f".into()),
+                ..Pod::default()
+            }),
+        }));
         cases.push(e);
         let mut e = base();
         e.action = Action::Reset;

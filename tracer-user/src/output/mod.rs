@@ -113,7 +113,6 @@ mod tests {
                 executable: Some("/usr/bin/curl".into()),
                 args: Some(vec!["curl".into(), "http://10.0.0.2/".into()]),
                 cgroup_id: 77,
-                container_id: None,
                 ..Process::default()
             },
             source: Some("10.0.0.1:40000".parse().unwrap()),

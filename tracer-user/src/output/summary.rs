@@ -14,7 +14,7 @@ use crate::{
     cli::Format,
     collector::{Consumer, Flow, Starter},
     errno,
-    model::ConnEvent,
+    model::{ConnEvent, Container, Pod},
     output::RunInfo,
     stats::Snapshot,
 };
@@ -132,17 +132,65 @@ pub fn counts(e: &Entry) -> CountsObj {
     }
 }
 
-/// ECS `process`, for an entry with a workload.
+/// ECS `process`, for an entry with a workload, with its container and pod.
 #[derive(Debug, Serialize)]
 pub struct ProcessObj {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerObj>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodObj>,
 }
 
+/// `process.container` (docs/schema.md).
 #[derive(Debug, Serialize)]
 pub struct ContainerObj {
     pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `process.pod` (docs/schema.md).
+#[derive(Debug, Serialize)]
+pub struct PodObj {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadObj>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkloadObj {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+pub fn container_obj(c: &Container) -> ContainerObj {
+    ContainerObj {
+        id: c.id.clone(),
+        runtime: c.runtime.clone(),
+        name: c.name.clone(),
+    }
+}
+
+pub fn pod_obj(p: &Pod) -> PodObj {
+    PodObj {
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+        namespace: p.namespace.clone(),
+        workload: p.workload.as_ref().map(|w| WorkloadObj {
+            kind: w.kind.as_str(),
+            name: w.name.clone(),
+        }),
+    }
 }
 
 /// ECS `destination`: `address` always (`other` for a folded entry), `ip` and `port` when
@@ -161,8 +209,6 @@ pub struct DestinationObj {
 pub struct SubjectObj {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessObj>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerObj>,
     pub destination: DestinationObj,
 }
 
@@ -171,11 +217,9 @@ pub fn subject(key: &Key, e: &Entry) -> SubjectObj {
         process: key.workload.as_ref().map(|w| ProcessObj {
             name: w.name.clone(),
             executable: e.executable.clone(),
+            container: w.container().map(container_obj),
+            pod: w.pod().map(pod_obj),
         }),
-        container: e
-            .container_id
-            .as_ref()
-            .map(|id| ContainerObj { id: id.clone() }),
         destination: DestinationObj {
             address: key
                 .destination
@@ -194,6 +238,8 @@ pub struct EntryObj {
     pub more_pids: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_v1_id: Option<u64>,
     pub netns: u32,
     /// A folded entry: `destination` (and, for the catch-all, the workload) is `other`.
     pub folded: bool,
@@ -206,6 +252,11 @@ pub fn entry_obj(key: &Key, e: &Entry) -> EntryObj {
         pids: e.pids.pids.clone(),
         more_pids: e.pids.more,
         cgroup_id: key.workload.as_ref().map(|w| w.cgroup_id),
+        cgroup_v1_id: key
+            .workload
+            .as_ref()
+            .map(|w| w.cgroup_v1_id)
+            .filter(|&id| id != 0),
         netns: e.netns,
         folded: key.destination.is_none(),
         counts: counts(e),
