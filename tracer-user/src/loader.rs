@@ -153,7 +153,11 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     let mut fallbacks = Vec::new();
     for &hook in candidates {
         match load_with(&plan, hook) {
-            Ok(ebpf) => return finish(ebpf, &plan, hook, fallbacks),
+            Ok(ebpf) => {
+                let tracer = finish(ebpf, &plan, hook, fallbacks);
+                release_startup_memory();
+                return tracer;
+            }
             Err(LoadError::Hook(e)) if candidates.len() > 1 => {
                 fallbacks.push(format!(
                     "{hook} on {} unavailable: {e:#}",
@@ -172,6 +176,17 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     Err(anyhow!("no connect hook could be attached"))
 }
 
+/// Gives back to the system what loading used once: parsing the kernel's BTF for fexit
+/// takes tens of megabytes, freed but kept by the allocator, which would otherwise stay
+/// in conntrace's resident memory for its whole run.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Why one load attempt failed: its connect hook (try the next), or anything else.
 enum LoadError {
     Hook(anyhow::Error),
@@ -187,6 +202,11 @@ fn load_with(plan: &Plan<'_>, hook: ConnectHook) -> Result<Ebpf, LoadError> {
         return Err(LoadError::Hook(anyhow!(
             "the kernel has no {} function",
             hooks::CONNECT_FUNCTION
+        )));
+    }
+    if hook == ConnectHook::Kretprobe && !std::path::Path::new(KPROBE_PMU).exists() {
+        return Err(LoadError::Hook(anyhow!(
+            "the kernel has no kprobes ({KPROBE_PMU} is missing)"
         )));
     }
     let config = kernel_config(plan, hook);
@@ -324,6 +344,9 @@ fn kernel_config(plan: &Plan<'_>, hook: ConnectHook) -> Config {
         comm: comm.unwrap_or_default(),
     }
 }
+
+/// Present when the kernel can create kprobes through perf (what aya attaches with).
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 /// Where a v1 memory hierarchy is mounted on hybrid and v1 hosts.
 const CGROUP_V1_MEMORY: &str = "/sys/fs/cgroup/memory";

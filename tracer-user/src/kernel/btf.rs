@@ -104,7 +104,17 @@ fn resolve_layout(btf: &Btf) -> anyhow::Result<KernelLayout> {
 
 /// Every offset the eBPF programs read through, each checked for the size they read.
 fn resolve_offsets(btf: &Btf, memory_cgrp_id: Option<u32>) -> anyhow::Result<KernelOffsets> {
+    resolve_offsets_with(btf, memory_cgrp_id, |_, _| None)
+}
+
+/// [`resolve_offsets`], with the size read of some members overridden (for tests).
+fn resolve_offsets_with(
+    btf: &Btf,
+    memory_cgrp_id: Option<u32>,
+    size_read: impl Fn(&str, &str) -> Option<usize>,
+) -> anyhow::Result<KernelOffsets> {
     let at = |ty: &str, path: &str, size: usize| -> anyhow::Result<u32> {
+        let size = size_read(ty, path).unwrap_or(size);
         let m = member(btf, ty, path).with_context(|| format!("struct {ty}.{path}"))?;
         if m.size != size {
             bail!(
@@ -379,6 +389,22 @@ mod tests {
             1
         );
         assert_eq!(member(&btf, "task_struct", "comm").unwrap().size, 16);
+    }
+
+    #[test]
+    fn a_member_of_another_size_than_read_is_a_kernel_error() {
+        let btf = vmlinux();
+        // sk_err is an int: read as 8 bytes it would take the next field's bytes too.
+        assert_eq!(member(&btf, "sock", "sk_err").unwrap().size, 4);
+        let err = resolve_offsets_with(&btf, None, |ty, path| {
+            (ty == "sock" && path == "sk_err").then_some(8)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("struct sock.sk_err is 4 bytes, conntrace reads 8"),
+            "{err}"
+        );
     }
 
     #[test]
