@@ -33,9 +33,6 @@ pub mod maps {
     pub const FAILED_SOCKS: &str = "FAILED_SOCKS";
     /// LPM trie of destination prefixes for `--dest` (IPv4 stored IPv4-mapped).
     pub const DEST_FILTER: &str = "DEST_FILTER";
-    /// Listening socket address → [`crate::ListenDrops`]: SYNs dropped because a listener's
-    /// accept queue was full (kernels that name the drop reason).
-    pub const LISTEN_DROPS: &str = "LISTEN_DROPS";
 }
 
 /// Ring buffers the object declares; [`Config::rings`] says how many are in use.
@@ -55,8 +52,6 @@ pub mod defaults {
     pub const MAX_FAILED_SOCKS: u32 = 65_536;
     /// `--dest` prefixes.
     pub const MAX_DEST_PREFIXES: u32 = 64;
-    /// Listeners with dropped SYNs remembered at once.
-    pub const MAX_LISTENERS: u32 = 4_096;
     /// Records waiting before the kernel wakes the reader ([`crate::Config::wakeup_batch`]):
     /// a wake-up costs the connecting process about a microsecond, so one per record
     /// would cost more than the record itself (see docs/benchmarks.md).
@@ -351,26 +346,6 @@ pub struct ConnectCall {
 
 const _: () = assert!(core::mem::size_of::<ConnectCall>() == 16);
 
-/// SYNs a listener dropped because its accept queue was full (value in `LISTEN_DROPS`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListenDrops {
-    /// Last drop, CLOCK_MONOTONIC.
-    pub last_ns: u64,
-    pub drops: u64,
-    /// Listening address (IPv4 mapped).
-    pub addr: [u8; 16],
-    pub netns: u32,
-    /// The accept queue's length and limit at the last drop.
-    pub queue: u32,
-    pub backlog: u32,
-    /// Host byte order.
-    pub port: u16,
-    pub family: u16,
-}
-
-const _: () = assert!(core::mem::size_of::<ListenDrops>() == 48);
-
 /// Byte offsets of the syscall tracepoints' fields (only with `--connect-hook syscalls`),
 /// from `/sys/kernel/tracing/events/syscalls/sys_{enter,exit}_connect/format`.
 #[repr(C)]
@@ -409,8 +384,6 @@ pub struct KernelOffsets {
     /// that queue them whether or not the application asked with IP_RECVERR).
     pub sock_error_queue_tail: u32,
     pub sock_error_queue_len: u32,
-    pub sock_ack_backlog: u32,
-    pub sock_max_ack_backlog: u32,
     // struct tcp_sock
     pub tcp_segs_out: u32,
     pub tcp_bytes_received: u32,
@@ -466,7 +439,7 @@ pub struct KernelOffsets {
     pub resolved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 57 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 55 * 4);
 
 /// How connect()'s own return value is observed (for failures before any SYN).
 pub mod connect_hook {
@@ -496,8 +469,6 @@ pub struct Config {
     pub memory_cgrp_id: u32,
     /// Nanoseconds per jiffy (the kernel's HZ), for [`Conn::idle_before_fin_ns`].
     pub ns_per_jiffy: u32,
-    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel; 0 if it has none.
-    pub listen_overflow_reason: u32,
     /// Only this destination port; 0: any.
     pub dport: u16,
     /// 1: only destinations in the `DEST_FILTER` trie.
@@ -530,7 +501,7 @@ pub struct Config {
     pub comm: [u8; COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 80);
 
 /// Bytes one [`Event`] takes in the ring buffer: the kernel's 8-byte record header, then
 /// the record (already a multiple of 8).
@@ -549,7 +520,6 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::ConnectCall {}
-    unsafe impl aya::Pod for super::ListenDrops {}
     unsafe impl aya::Pod for super::SyscallOffsets {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Config {}

@@ -139,15 +139,6 @@ pub fn tcp_idle_jiffies(sk: u64, now_jiffies: u64) -> u32 {
     now.wrapping_sub(sent).min(now.wrapping_sub(received))
 }
 
-/// The accept queue of a listener: (waiting, limit).
-pub fn sock_accept_queue(sk: u64) -> (u32, u32) {
-    let k = globals::kernel();
-    (
-        read::<u32>(sk, k.sock_ack_backlog).unwrap_or(0),
-        read::<u32>(sk, k.sock_max_ack_backlog).unwrap_or(0),
-    )
-}
-
 /// The current task (`struct task_struct *`).
 #[inline(always)]
 pub fn current_task_ptr() -> u64 {

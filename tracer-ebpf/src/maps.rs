@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use tracer_common::{Conn, ConnectCall, DestKey, ListenDrops, counter, defaults};
+use tracer_common::{Conn, ConnectCall, DestKey, counter, defaults};
 
 // The event rings: a record goes to ring `cpu % Config::rings` (see `helpers::emit`).
 #[map]
@@ -43,7 +43,3 @@ pub static FAILED_SOCKS: HashMap<u64, u8> =
 #[map]
 pub static DEST_FILTER: LpmTrie<DestKey, u8> =
     LpmTrie::with_max_entries(defaults::MAX_DEST_PREFIXES, BPF_F_NO_PREALLOC);
-
-#[map]
-pub static LISTEN_DROPS: HashMap<u64, ListenDrops> =
-    HashMap::with_max_entries(defaults::MAX_LISTENERS, BPF_F_NO_PREALLOC);

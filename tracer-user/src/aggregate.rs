@@ -259,6 +259,33 @@ impl FailureStats {
     }
 }
 
+/// Keeps the most recent `MAX_RESET_AGES` values, oldest first.
+fn push_bounded(values: &mut VecDeque<u64>, v: u64) {
+    if values.len() == MAX_RESET_AGES {
+        values.pop_front();
+    }
+    values.push_back(v);
+}
+
+/// Resets received on connections the peer had already closed (stale keep-alive reuse).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StaleReuse {
+    pub count: u64,
+    /// How long each connection had been idle when the peer's FIN came (the peer's idle
+    /// timeout), most recent last.
+    pub idle_before_fin_ns: VecDeque<u64>,
+    /// How long after the peer's FIN the connection was used again (and reset).
+    pub fin_to_reset_ns: VecDeque<u64>,
+}
+
+impl StaleReuse {
+    fn record(&mut self, fin: crate::model::PeerFin) {
+        self.count += 1;
+        push_bounded(&mut self.idle_before_fin_ns, fin.idle_before_ns);
+        push_bounded(&mut self.fin_to_reset_ns, fin.since_ns);
+    }
+}
+
 /// The most recent failure of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LastError {
@@ -298,6 +325,14 @@ pub struct Entry {
     pub resets_sent: u64,
     /// Ages of the most recent resets received, oldest first.
     pub reset_ages_ns: VecDeque<u64>,
+    /// Resets received after the peer had closed its side (its FIN): a pooled connection
+    /// reused after the server closed it (counted in `resets_received` too).
+    pub stale_reuse: StaleReuse,
+    /// Connections the peer closed (FIN or RST) before sending a single byte.
+    pub closed_before_reply: u64,
+    /// Connections whose end the kernel reported with their byte counts: what
+    /// `closed_before_reply` is a share of.
+    pub ends_with_bytes: u64,
     /// Established connections the kernel killed with an error, by reason.
     pub lost: BTreeMap<Reason, u64>,
     /// Established connections that ended (closed or lost).
@@ -383,11 +418,12 @@ impl Entry {
             Action::Reset if e.reason == Reason::Received => {
                 self.resets_received += 1;
                 if let Some(age) = e.age_ns {
-                    if self.reset_ages_ns.len() == MAX_RESET_AGES {
-                        self.reset_ages_ns.pop_front();
-                    }
-                    self.reset_ages_ns.push_back(age);
+                    push_bounded(&mut self.reset_ages_ns, age);
                 }
+                if let Some(fin) = e.details.peer_fin {
+                    self.stale_reuse.record(fin);
+                }
+                self.note_end(e, true);
                 self.note_error(e);
             }
             Action::Reset => self.resets_sent += 1,
@@ -395,11 +431,13 @@ impl Entry {
                 *self.lost.entry(e.reason).or_default() += 1;
                 self.connections_ended += 1;
                 self.retransmits += u64::from(e.retransmits);
+                self.note_end(e, false);
                 self.note_error(e);
             }
             Action::Close => {
                 self.connections_ended += 1;
                 self.retransmits += u64::from(e.retransmits);
+                self.note_end(e, false);
             }
             // Not reached: the aggregator skips these (see `Aggregator::record`).
             Action::Retransmit => {}
@@ -438,6 +476,18 @@ impl Entry {
             }
         }
         self.note_error(e);
+    }
+
+    /// An established connection's end: did the peer close it before replying at all?
+    fn note_end(&mut self, e: &ConnEvent, by_reset: bool) {
+        let Some(bytes) = e.details.bytes else {
+            return;
+        };
+        self.ends_with_bytes += 1;
+        let peer_closed = by_reset || e.details.peer_fin.is_some();
+        if peer_closed && bytes.received == 0 {
+            self.closed_before_reply += 1;
+        }
     }
 
     /// A failed attempt whose SYNs all stayed on this host.
@@ -484,7 +534,10 @@ impl Entry {
             + self.time_to_fail.heap_bytes()
             + text(&self.executable)
             + self.pids.pids.capacity() * size_of::<u32>()
-            + self.reset_ages_ns.capacity() * size_of::<u64>()
+            + (self.reset_ages_ns.capacity()
+                + self.stale_reuse.idle_before_fin_ns.capacity()
+                + self.stale_reuse.fin_to_reset_ns.capacity())
+                * size_of::<u64>()
             + (self.unreachable_errnos.len() + self.local_errors.len() + self.lost.len())
                 * map_entry
             + self

@@ -319,11 +319,6 @@ fn kernel_config(plan: &Plan<'_>, hook: ConnectHook) -> Config {
         netns: filters.netns.unwrap_or(0),
         memory_cgrp_id: layout.memory_cgrp_id.unwrap_or(0),
         ns_per_jiffy: 1_000_000_000 / plan.hz.max(1),
-        listen_overflow_reason: if layout.kfree_skb_has_rx_sk {
-            layout.listen_overflow_reason.unwrap_or(0)
-        } else {
-            0
-        },
         dport: filters.port.unwrap_or(0),
         dest_filter: u8::from(!filters.dests.is_empty()),
         comm_filter: u8::from(comm.is_some()),

@@ -189,8 +189,16 @@ pub const RULES: &[Rule] = &[
         check: rules::local_error,
     },
     Rule {
+        id: "stale_keepalive",
+        check: rules::stale_keepalive,
+    },
+    Rule {
         id: "peer_reset",
         check: rules::peer_reset,
+    },
+    Rule {
+        id: "closed_before_reply",
+        check: rules::closed_before_reply,
     },
     Rule {
         id: "connection_lost",

@@ -751,14 +751,16 @@ fn port_evidence(
 /// The peer resets established connections; clustered ages point at an idle timeout.
 pub fn peer_reset(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
     let dest = dest_of(key)?;
-    if e.resets_received == 0 {
+    // Resets after the peer's own FIN are stale keep-alive reuse, `stale_keepalive`'s.
+    let aborts = e.resets_received.saturating_sub(e.stale_reuse.count);
+    if aborts == 0 {
         return None;
     }
     let ages: Vec<u64> = e.reset_ages_ns.iter().copied().collect();
     let idle = cluster(&ages);
     let mut text = vec![format!(
         "{} received on established connections",
-        plural(e.resets_received, "reset")
+        plural(aborts, "reset")
     )];
     if let (Some(min), Some(max)) = (ages.iter().min(), ages.iter().max()) {
         text.push(format!(
@@ -800,17 +802,134 @@ pub fn peer_reset(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
                 Confidence::Medium
             },
             summary,
-            weight: e.resets_received,
+            weight: aborts,
         }
         .with(
             json!({
-                "resets_received": e.resets_received,
+                "resets_received": aborts,
                 "age_min_ns": ages.iter().min(),
                 "age_max_ns": ages.iter().max(),
                 "suggested_idle_timeout_ns": idle,
             }),
             text,
             next,
+        ),
+    )
+}
+
+/// A pooled connection reused after the server had closed it: the server's FIN came after
+/// an idle time (its keep-alive timeout), the client wrote on the half-closed connection
+/// later and got a reset. Intermittent "connection reset by peer" that looks like a flaky
+/// backend, where the fix is the client pool's idle timeout.
+pub fn stale_keepalive(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
+    let dest = dest_of(key)?;
+    let s = &e.stale_reuse;
+    if s.count == 0 {
+        return None;
+    }
+    let idle: Vec<u64> = s.idle_before_fin_ns.iter().copied().collect();
+    let later: Vec<u64> = s.fin_to_reset_ns.iter().copied().collect();
+    let server_idle = median(&idle)?;
+    let reused_after = median(&later)?;
+    let spread = match (idle.iter().min(), idle.iter().max()) {
+        (Some(lo), Some(hi)) if lo != hi => {
+            format!(" (from {} to {})", human_duration(*lo), human_duration(*hi))
+        }
+        _ => String::new(),
+    };
+    let text = vec![
+        format!(
+            "{} received on connections {dest} had already closed (its FIN came first)",
+            plural(s.count, "reset")
+        ),
+        format!(
+            "idle time before the server's FIN: {} median{spread}, over {}",
+            human_duration(server_idle),
+            plural(idle.len() as u64, "connection")
+        ),
+        format!(
+            "the client wrote on them {} after that FIN (median)",
+            human_duration(reused_after)
+        ),
+    ];
+    Some(
+        Draft {
+            rule: "stale_keepalive",
+            layer: Layer::Client,
+            cause: "stale_keepalive_reuse",
+            confidence: if s.count >= 2 {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            },
+            summary: format!(
+                "stale keep-alive reuse: {dest} closes connections idle for about {}; the client's pool keeps them longer and reuses them after the server closed them",
+                human_duration(server_idle)
+            ),
+            weight: s.count,
+        }
+        .with(
+            json!({
+                "stale_reuses": s.count,
+                "server_idle_timeout_ns": server_idle,
+                "server_idle_min_ns": idle.iter().min(),
+                "server_idle_max_ns": idle.iter().max(),
+                "reused_after_fin_ns": reused_after,
+            }),
+            text,
+            vec![
+                format!(
+                    "set the client pool's idle timeout below {} (or raise the server's keep-alive timeout above the pool's)",
+                    human_duration(server_idle)
+                ),
+                "validate pooled connections before use, or enable TCP keepalive probes on them".to_owned(),
+                "retry idempotent requests once when a reused connection is reset".to_owned(),
+            ],
+        ),
+    )
+}
+
+/// The median of some durations.
+fn median(values: &[u64]) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// Connections the peer accepted and closed (FIN or RST) without replying a single byte:
+/// worth a verdict when it is a pattern, not a single health check.
+pub const CLOSED_BEFORE_REPLY_MIN: u64 = 3;
+
+/// The peer completes the handshake and hangs up before replying: a protocol or TLS
+/// mismatch (TLS to a plain port, plain to a TLS one), or an overloaded server shedding
+/// connections it cannot serve.
+pub fn closed_before_reply(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
+    let dest = dest_of(key)?;
+    let n = e.closed_before_reply;
+    if n < CLOSED_BEFORE_REPLY_MIN || n * 2 < e.ends_with_bytes {
+        return None;
+    }
+    Some(
+        Draft {
+            rule: "closed_before_reply",
+            layer: Layer::Service,
+            cause: "closed_before_reply",
+            confidence: Confidence::Medium,
+            summary: format!(
+                "{dest} accepts connections and closes them before sending a single byte: a protocol or TLS mismatch, or an overloaded server shedding connections"
+            ),
+            weight: n,
+        }
+        .with(
+            json!({"closed_before_reply": n, "connections_ended": e.ends_with_bytes}),
+            vec![format!(
+                "{n} of {} ended with nothing received from {dest}, the peer closing first (FIN or RST)",
+                plural(e.ends_with_bytes, "connection")
+            )],
+            vec![
+                format!("check that the client speaks what {dest} expects (TLS or plain, the protocol's version)"),
+                format!("look in the service's log at {dest} for refused or shed connections (connection limits, overload)"),
+            ],
         ),
     )
 }

@@ -44,14 +44,10 @@ pub struct KernelLayout {
     pub memory_cgrp_id: Option<u32>,
     /// The local drop reasons this kernel has: (name, value).
     pub drop_reasons: Vec<(&'static str, u32)>,
-    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, on kernels that name it (6.x, not 6.1).
-    pub listen_overflow_reason: Option<u32>,
     /// Every `enum skb_drop_reason` value by name, for the records.
     pub drop_reason_names: Vec<(u32, String)>,
     /// `tcp_retransmit_skb` passes the retransmit's error (Linux 6.13+).
     pub retransmit_has_err: bool,
-    /// `kfree_skb` passes the receiving socket (`rx_sk`) as a fourth argument.
-    pub kfree_skb_has_rx_sk: bool,
     /// The kernel has `__sys_connect_file`, where connect()'s return is hooked.
     pub has_connect_function: bool,
 }
@@ -92,9 +88,7 @@ fn resolve_layout(btf: &Btf) -> anyhow::Result<KernelLayout> {
         offsets: resolve_offsets(btf, memory_cgrp_id)?,
         memory_cgrp_id,
         drop_reasons,
-        listen_overflow_reason: value_of("TCP_LISTEN_OVERFLOW"),
         retransmit_has_err: tracepoint_args(btf, "tcp_retransmit_skb")? >= 3,
-        kfree_skb_has_rx_sk: tracepoint_args(btf, "kfree_skb")? >= 4,
         has_connect_function: btf
             .resolve_types_by_name(tracer_common::hooks::CONNECT_FUNCTION)
             .is_ok_and(|types| types.iter().any(|t| matches!(t, Type::Func(_)))),
@@ -149,8 +143,6 @@ fn resolve_offsets_with(
         sock_err_soft: at("sock", "sk_err_soft", 4)?,
         sock_error_queue_tail: at("sock", "sk_error_queue.prev", 8)?,
         sock_error_queue_len: at("sock", "sk_error_queue.qlen", 4)?,
-        sock_ack_backlog: at("sock", "sk_ack_backlog", 4)?,
-        sock_max_ack_backlog: at("sock", "sk_max_ack_backlog", 4)?,
         tcp_segs_out: at("tcp_sock", "segs_out", 4)?,
         tcp_bytes_received: at("tcp_sock", "bytes_received", 8)?,
         tcp_bytes_acked: at("tcp_sock", "bytes_acked", 8)?,

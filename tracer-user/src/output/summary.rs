@@ -29,6 +29,10 @@ pub struct CountsObj {
     /// Established connections the kernel killed with an error (timeout, unreachable).
     pub lost: u64,
     pub connections_ended: u64,
+    /// Connections the peer closed before sending a single byte.
+    pub closed_before_reply: u64,
+    /// Failed attempts none of whose SYNs left this host.
+    pub dropped_here: u64,
     pub syn_retransmits: u64,
     pub retransmits: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +65,9 @@ pub struct FailuresObj {
 pub struct ResetsObj {
     pub received: u64,
     pub sent: u64,
+    /// Of those received, the ones after the peer had closed the connection (stale
+    /// keep-alive reuse).
+    pub after_peer_fin: u64,
 }
 
 /// Nanoseconds.
@@ -114,9 +121,12 @@ pub fn counts(e: &Entry) -> CountsObj {
         resets: ResetsObj {
             received: e.resets_received,
             sent: e.resets_sent,
+            after_peer_fin: e.stale_reuse.count,
         },
         lost: e.lost_total(),
         connections_ended: e.connections_ended,
+        closed_before_reply: e.closed_before_reply,
+        dropped_here: e.dropped_here_count(),
         syn_retransmits: e.syn_retransmits,
         retransmits: e.retransmits,
         connect_time: quantiles(e.connect_time.quantiles()),
@@ -544,8 +554,8 @@ mod tests {
                     "folded": false,
                     "attempts": 2, "successes": 1,
                     "failures": {"total": 1, "refused": 1, "timeout": 0, "unreachable": 0, "abandoned": 0, "local_error": 0},
-                    "resets": {"received": 1, "sent": 0},
-                    "lost": 0, "connections_ended": 0, "syn_retransmits": 0, "retransmits": 0,
+                    "resets": {"received": 1, "sent": 0, "after_peer_fin": 0},
+                    "lost": 0, "connections_ended": 0, "closed_before_reply": 0, "dropped_here": 0, "syn_retransmits": 0, "retransmits": 0,
                     "connect_time": null,
                     "time_to_fail": null,
                     "first_seen": "1970-01-01T00:16:40.000000000Z",
