@@ -6,6 +6,7 @@ use conntrace::{
     app,
     cli::{Cli, Command},
     exit::{self, Status},
+    output::terminal::write_line,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -21,11 +22,14 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(err) => {
             let status = exit::status_of(&err);
-            if status == Status::Internal {
-                eprintln!("conntrace: {err:#}");
+            // One line, escaped: messages quote paths and names given to us. A failing
+            // stderr leaves nothing else to tell.
+            let line = if status == Status::Internal {
+                format!("conntrace: {err:#}")
             } else {
-                eprintln!("conntrace: {err}");
-            }
+                format!("conntrace: {err}")
+            };
+            let _ = write_line(&mut std::io::stderr(), format_args!("{line}"));
             status.into()
         }
     }
