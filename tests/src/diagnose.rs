@@ -32,7 +32,13 @@ impl Diagnose {
     /// Starts `conntrace diagnose --json --duration SECS --netns NETNS EXTRA...` and waits
     /// until it watches. Its stderr is passed through to the test's.
     pub fn start(netns: &Path, seconds: u32, extra: &[&str]) -> Diagnose {
-        let mut child = Command::new(conntrace_bin())
+        Diagnose::start_as(&[], netns, seconds, extra)
+    }
+
+    /// The same, run by `wrapper` (a command and its arguments, such as `setpriv` with a
+    /// reduced capability set, that then runs conntrace).
+    pub fn start_as(wrapper: &[&str], netns: &Path, seconds: u32, extra: &[&str]) -> Diagnose {
+        let mut child = wrapped(wrapper)
             .args([
                 "diagnose",
                 "--json",
@@ -94,6 +100,18 @@ impl Diagnose {
         Report {
             status: status.code().expect("exited, not killed"),
             doc,
+        }
+    }
+}
+
+/// `conntrace`, or `wrapper... conntrace`.
+pub fn wrapped(wrapper: &[&str]) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(conntrace_bin()),
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(conntrace_bin());
+            cmd
         }
     }
 }
