@@ -110,7 +110,10 @@ fn bad_arguments_exit_2_with_one_line() {
             &["trace", "--ring-buffer-size", &too_big],
             "give a number from 4096 to 268435456",
         ),
-        (&["trace", "--wakeup-batch", "256"], "--wakeup-batch"),
+        (
+            &["trace", "--wakeup-batch", "256"],
+            "give a number from 0 to 255",
+        ),
         (
             &[
                 "trace",

@@ -193,7 +193,7 @@ pub struct TuningArgs {
     /// costs the connecting process about a microsecond); the rest is read every 20 ms.
     /// 0: the kernel's default, a wake-up whenever conntrace has caught up. At most 255,
     /// and what half the ring buffer holds [default: 32, fewer if the ring buffer is small].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = within(0, u8::MAX))]
     pub wakeup_batch: Option<u8>,
 
     /// Connects in flight followed at once, 1 to 4194304 (beyond them, new connects are
