@@ -78,9 +78,14 @@ impl RawRun {
     }
 
     /// Stops it with SIGINT and returns everything it wrote.
-    pub fn stop(mut self) -> RawOutput {
+    pub fn stop(self) -> RawOutput {
         // SAFETY: kill() with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait()
+    }
+
+    /// Waits for it to end by itself and returns everything it wrote.
+    pub fn wait(mut self) -> RawOutput {
         let status = self.child.wait().expect("wait for conntrace");
         let join = |h: Option<thread::JoinHandle<Vec<u8>>>| {
             h.and_then(|h| h.join().ok()).unwrap_or_default()
