@@ -58,11 +58,19 @@ impl Drop for HostileBinary {
     }
 }
 
-/// Debian's python3 (`cargo xtask setup` installs it), resolved to the ELF file itself: a
-/// `python3` found first in PATH may be a shell-script shim (pyenv), which a copy breaks.
+/// The python3 interpreter itself (`cargo xtask setup` installs Debian's), as an ELF file:
+/// the `python3` first in PATH may be a shell-script shim (pyenv) that a copy would break,
+/// so python3 is asked where its executable is.
 fn python3() -> PathBuf {
-    let python = std::fs::canonicalize("/usr/bin/python3")
-        .expect("/usr/bin/python3 (install python3: cargo xtask setup)");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; sys.stdout.write(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .expect("python3 (install it: cargo xtask setup)");
+    assert!(out.status.success(), "python3 -c failed");
+    let python = PathBuf::from(String::from_utf8(out.stdout).expect("a UTF-8 path"));
     let mut magic = [0u8; 4];
     std::io::Read::read_exact(
         &mut std::fs::File::open(&python).expect("open python3"),
