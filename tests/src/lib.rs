@@ -9,6 +9,7 @@ pub mod clients;
 pub mod container;
 pub mod diagnose;
 pub mod netns;
+pub mod run;
 pub mod tracer;
 
 /// Fails the test unless we are root: these tests load eBPF programs and create

@@ -19,6 +19,34 @@ fn conntrace(args: &[&str]) -> Output {
         .expect("run conntrace")
 }
 
+/// Runs conntrace with arguments it must refuse before loading anything; one that still
+/// runs after 10 s accepted them (and is killed, so the test fails instead of hanging).
+fn refused_at_once(args: &[&str]) -> Output {
+    let child = Command::new(conntrace_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run conntrace");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(10)).is_err() {
+            // SAFETY: kill() with a valid pid and signal.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let out = child.wait_with_output().expect("wait for conntrace");
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "{args:?} was accepted: conntrace still ran after 10 s"
+    );
+    out
+}
+
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -50,25 +78,175 @@ fn help_names_the_commands_filters_and_exit_statuses() {
     }
 }
 
+/// Every bad value is refused before anything is loaded: exit status 2, nothing on stdout,
+/// one line on stderr that names the flag and, for numbers, the range.
 #[test]
 fn bad_arguments_exit_2_with_one_line() {
-    for args in [
-        &["trace", "--port", "0"][..],
-        &["trace", "--dest", "not-an-address"],
-        &["trace", "--comm", "a-name-longer-than-fifteen"],
-        &["trace", "--ring-buffer-size", "1000"],
-        &["trace", "--duration", "-1"],
-        &["trace", "--netns", "/no/such/namespace"],
-        &["no-such-command"],
-    ] {
-        let out = conntrace(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+    let too_big = u64::MAX.to_string();
+    let table: &[(&[&str], &str)] = &[
+        (&["trace", "--port", "0"], "give a number from 1 to 65535"),
+        (
+            &["trace", "--port", "65536"],
+            "give a number from 1 to 65535",
+        ),
+        (
+            &["trace", "--dest", "not-an-address"],
+            "--dest not-an-address",
+        ),
+        (&["trace", "--comm", "a-name-longer-than-fifteen"], "--comm"),
+        (
+            &["trace", "--ring-buffer-size", "1000"],
+            "give a number from 4096 to 268435456",
+        ),
+        (
+            &["trace", "--ring-buffer-size", "5000"],
+            "power of two from 4096 to 268435456",
+        ),
+        (
+            &["trace", "--ring-buffer-size", "536870912"],
+            "give a number from 4096 to 268435456",
+        ),
+        (
+            &["trace", "--ring-buffer-size", &too_big],
+            "give a number from 4096 to 268435456",
+        ),
+        (
+            &["trace", "--wakeup-batch", "256"],
+            "give a number from 0 to 255",
+        ),
+        (
+            &[
+                "trace",
+                "--ring-buffer-size",
+                "8192",
+                "--wakeup-batch",
+                "23",
+            ],
+            "at most 22 records",
+        ),
+        (
+            &["trace", "--max-connections", "0"],
+            "give a number from 1 to 4194304",
+        ),
+        (
+            &["trace", "--max-connections", "4194305"],
+            "give a number from 1 to 4194304",
+        ),
+        (
+            &["trace", "--max-connections", &too_big],
+            "give a number from 1 to 4194304",
+        ),
+        (
+            &["trace", "--max-established", "0"],
+            "give a number from 1 to 16777216",
+        ),
+        (
+            &["trace", "--max-established", "16777217"],
+            "give a number from 1 to 16777216",
+        ),
+        (&["trace", "--rings", "0"], "give a number from 1 to 4"),
+        (&["trace", "--rings", "5"], "give a number from 1 to 4"),
+        (
+            &["trace", "--max-keys", "0"],
+            "give a number from 1 to 1000000",
+        ),
+        (
+            &["trace", "--max-keys", "1000001"],
+            "give a number from 1 to 1000000",
+        ),
+        (&["trace", "--pid", "0"], "give a number from 1 to 4194304"),
+        (
+            &["trace", "--pid", "4194305"],
+            "give a number from 1 to 4194304",
+        ),
+        (
+            &["trace", "--duration=-1"],
+            "--duration -1.0: give 0.001 to 1000000000 seconds",
+        ),
+        (
+            &["trace", "--duration", "0"],
+            "--duration 0.0: give 0.001 to 1000000000 seconds",
+        ),
+        (
+            &["trace", "--duration", "1e30"],
+            "--duration 1e30: give 0.001 to 1000000000 seconds",
+        ),
+        (&["trace", "--duration", "NaN"], "--duration NaN"),
+        (&["trace", "--duration", "inf"], "--duration inf"),
+        (
+            &["trace", "--stats-interval", "1e-9"],
+            "--stats-interval 1e-9: give 0 (off) or 0.1 to 1000000000 seconds",
+        ),
+        (&["trace", "--stats-interval=-1"], "--stats-interval -1.0"),
+        (
+            &["trace", "--stats-interval", "1e10"],
+            "--stats-interval 10000000000.0: give 0 (off)",
+        ),
+        (
+            &["trace", "--summary-interval", "1e-10"],
+            "--summary-interval 1e-10: give 0.1 to 1000000000 seconds",
+        ),
+        (
+            &["trace", "--summary-interval", "0"],
+            "--summary-interval 0.0",
+        ),
+        (
+            &["trace", "--netns", "/no/such/namespace"],
+            "--netns /no/such/namespace: no such file",
+        ),
+        (
+            &["trace", "--netns", "0"],
+            "--netns 0: not a namespace inode number",
+        ),
+        (
+            &["trace", "--netns", "4294967296"],
+            "--netns 4294967296: not a namespace inode number",
+        ),
+        (
+            &["trace", "--netns", "/etc/passwd"],
+            "--netns /etc/passwd: not a namespace file",
+        ),
+        (
+            &["trace", "--netns", "/proc/self/ns/mnt"],
+            "--netns /proc/self/ns/mnt: a namespace, but not a network namespace",
+        ),
+        (&["diagnose", "--duration", "0"], "--duration 0.0"),
+        (&["diagnose", "--duration", "1e-9"], "--duration 1e-9"),
+        (
+            &["diagnose", "--max-connections", "0"],
+            "give a number from 1 to 4194304",
+        ),
+        (&["diagnose", "--netns", "0"], "--netns 0"),
+        (
+            &["top", "--max-keys", "0"],
+            "give a number from 1 to 1000000",
+        ),
+        (
+            &["top", "--ring-buffer-size", "1"],
+            "give a number from 4096 to 268435456",
+        ),
+        (&["trace", "-o", "xml"], "[possible values: json, text]"),
+        (&["trace", "--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["no-such-command"],
+            "unrecognized subcommand 'no-such-command'",
+        ),
+    ];
+    for (args, needle) in table {
+        let out = refused_at_once(args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(
+            err.starts_with("conntrace: ") && err.contains(needle),
+            "{args:?}: {needle:?} in {err}"
+        );
     }
     let out = conntrace(&["trace", "--port", "0"]);
     assert_eq!(
         stderr_of(&out).trim(),
-        "conntrace: --port 0: give a port from 1 to 65535"
+        "conntrace: invalid value '0' for '--port <PORT>': give a number from 1 to 65535"
     );
 }
 

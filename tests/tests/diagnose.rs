@@ -7,9 +7,10 @@
 use std::{thread, time::Duration};
 
 use harness::{
-    diagnose::{Diagnose, Report},
+    diagnose::{Diagnose, Report, wrapped},
     netns::Pair,
     require_root,
+    run::RawRun,
     tracer::Tracer,
 };
 use serde_json::{Value, json};
@@ -96,6 +97,82 @@ fn refused_with_no_listener_is_confirmed() {
     );
     assert_eq!(report.doc["totals"]["attempts"], 3);
     assert_eq!(report.doc["totals"]["failures"], 3);
+}
+
+/// conntrace as a service might run it: CAP_BPF and CAP_PERFMON to load the programs,
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read other processes' details, and not
+/// CAP_SYS_ADMIN, which entering a network namespace needs.
+const WITHOUT_SYS_ADMIN: &[&str] = &[
+    "setpriv",
+    "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
+    "--inh-caps=-all",
+    "--",
+];
+
+/// The destination's namespace has no process in it, so it can only be read by entering
+/// it: without CAP_SYS_ADMIN the check cannot be made, and the report says so instead of
+/// "not on this host" (in JSON and in text).
+#[test]
+fn without_cap_sys_admin_an_unreadable_namespace_is_unknown_not_elsewhere() {
+    require_root();
+    let pair = Pair::on_unique_subnet("dg-nocap");
+    let json = Diagnose::start_as(WITHOUT_SYS_ADMIN, &pair.client.path(), WINDOW, &[]);
+    let mut text_cmd = wrapped(WITHOUT_SYS_ADMIN);
+    text_cmd
+        .args(["diagnose", "--duration", &WINDOW.to_string(), "--netns"])
+        .arg(pair.client.path());
+    let text = RawRun::start(text_cmd, "diagnose: watching");
+    let seen = connect(&pair, &pair.server_v4, 81, 2);
+    assert_all_failed_with(&seen, libc::ECONNREFUSED);
+    let report = json.stop();
+    let f = only_finding(&report);
+    assert_verdict(f, "service", "no_listener");
+    assert_eq!(f["confidence"], "medium", "{f:#}");
+    let listener = &f["evidence"]["listener"];
+    assert_eq!(listener["checked"], false, "{f:#}");
+    assert_eq!(listener["status"], "unknown", "{f:#}");
+    let why = listener["why"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("could not check (needs CAP_SYS_ADMIN): ")
+            && why.contains("network namespace"),
+        "{f:#}"
+    );
+    let out = text.stop();
+    assert_eq!(out.status.code(), Some(1), "failures found");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "listener on {}:81: unknown: could not check (needs CAP_SYS_ADMIN): ",
+        pair.server_v4
+    );
+    assert!(text.contains(&want), "{want:?} in:\n{text}");
+    assert!(!text.contains("not on this host"), "{text}");
+}
+
+/// Namespaces with a process inside are read through `/proc/PID/net`, which needs no
+/// capability: without CAP_SYS_ADMIN the check is still made and confirmed.
+#[test]
+fn without_cap_sys_admin_a_namespace_with_a_process_is_still_checked() {
+    require_root();
+    let pair = Pair::on_unique_subnet("dg-nocap-ps");
+    // Something alive in each namespace: a server on another port, a bystander client side.
+    let _server = pair.serve(&["--port", "80"]);
+    let _bystander = pair.spawn_client(&["serve", "--port", "9"]);
+    let run = Diagnose::start_as(WITHOUT_SYS_ADMIN, &pair.client.path(), WINDOW, &[]);
+    let seen = connect(&pair, &pair.server_v4, 81, 2);
+    assert_all_failed_with(&seen, libc::ECONNREFUSED);
+    let report = run.stop();
+    let f = only_finding(&report);
+    assert_verdict(f, "service", "no_listener");
+    assert_eq!(f["confidence"], "high", "{f:#}");
+    let server_ns = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(pair.server.path()).expect("the server namespace file"),
+    );
+    assert_eq!(
+        f["evidence"]["listener"],
+        json!({"checked": true, "status": "checked", "netns": [server_ns],
+               "listening": false, "elsewhere": []}),
+        "{f:#}"
+    );
 }
 
 #[test]

@@ -6,9 +6,9 @@ use std::{
 
 use crate::{
     aggregate::Aggregator,
-    cli::{AggregateArgs, DiagnoseArgs, Format, TopArgs, TraceArgs},
+    cli::{DiagnoseArgs, Format, TopArgs, TraceArgs},
     collector::{self, Consumer, Schedule, Starter, TracePrinter, unix_now_ns},
-    config::{Filters, TraceConfig, Tuning, seconds},
+    config::{self, Filters, TraceConfig, Tuning, interval},
     diagnose::{self, Context, host, report},
     enrich,
     exit::{StartError, Status},
@@ -34,9 +34,10 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
     let config = TraceConfig::from_args(args)?;
     let summary_every = args
         .summary_interval
-        .map(|s| seconds("--summary-interval", s, false))
-        .transpose()?;
-    let max_keys = max_keys(&args.aggregate)?;
+        .map(|s| interval("--summary-interval", s, false))
+        .transpose()?
+        .flatten();
+    let max_keys = args.aggregate.max_keys;
     let emit = if summary_every.is_some() {
         Emit {
             retransmits: config.retransmits,
@@ -95,13 +96,6 @@ fn enrich_settings(filters: &Filters, args: bool) -> enrich::Settings {
     }
 }
 
-fn max_keys(args: &AggregateArgs) -> Result<usize, StartError> {
-    if args.max_keys == 0 {
-        return Err(StartError::Usage("--max-keys must be at least 1".into()));
-    }
-    Ok(args.max_keys)
-}
-
 /// `conntrace top`.
 pub fn top(args: &TopArgs) -> anyhow::Result<Status> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
@@ -114,7 +108,7 @@ pub fn top(args: &TopArgs) -> anyhow::Result<Status> {
     }
     let filters = Filters::from_args(&args.filters)?;
     let tuning = Tuning::from_args(&args.tuning)?;
-    let max_keys = max_keys(&args.aggregate)?;
+    let max_keys = args.aggregate.max_keys;
     let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
     let info = run_info(&tracer, &filters);
     let terminal = ratatui::try_init()?;
@@ -162,8 +156,8 @@ impl Starter for Watch {
 pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
     let filters = Filters::from_args(&args.filters)?;
     let tuning = Tuning::from_args(&args.tuning)?;
-    let duration = seconds("--duration", args.duration, false)?;
-    let max_keys = max_keys(&args.aggregate)?;
+    let duration = config::duration("--duration", args.duration)?;
+    let max_keys = args.aggregate.max_keys;
     let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
     let info = run_info(&tracer, &filters);
     tracing::info!(

@@ -3,6 +3,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{
+    MAX_CONNECTIONS, MAX_ESTABLISHED, MAX_KEYS, MAX_PID, MAX_RING_BUFFER_BYTES, MAX_RINGS,
+    MIN_RING_BUFFER_BYTES,
+};
+
 /// Why can't this process reach that backend? conntrace watches every TCP connect attempt
 /// on this host from the kernel and tells you how each one ended (refused, timed out,
 /// unreachable, abandoned, failed locally) and which process made it.
@@ -58,7 +63,7 @@ pub struct TopArgs {
 
 #[derive(Debug, Args)]
 pub struct DiagnoseArgs {
-    /// Seconds to watch before reporting (SIGINT reports early).
+    /// Seconds to watch before reporting (SIGINT reports early); 0.001 to 1e9.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub duration: f64,
 
@@ -79,9 +84,10 @@ pub struct DiagnoseArgs {
 /// The per-(process, destination) table.
 #[derive(Debug, Args, Clone)]
 pub struct AggregateArgs {
-    /// (process, destination) pairs kept apart; beyond them, new destinations fold into
-    /// one `other` entry per process.
-    #[arg(long, value_name = "N", default_value_t = crate::aggregate::DEFAULT_MAX_KEYS)]
+    /// (process, destination) pairs kept apart (1 to 1000000); beyond them, new
+    /// destinations fold into one `other` entry per process.
+    #[arg(long, value_name = "N", default_value_t = crate::aggregate::DEFAULT_MAX_KEYS,
+          value_parser = within(1, MAX_KEYS))]
     pub max_keys: usize,
 }
 
@@ -95,12 +101,12 @@ pub struct TraceArgs {
     #[arg(short, long, value_enum)]
     pub output: Option<Format>,
 
-    /// Stop after this many seconds (and print the final stats).
+    /// Stop after this many seconds (and print the final stats); 0.001 to 1e9.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
 
-    /// Seconds between stats records (events, lost events, in-flight connections); 0: only
-    /// at exit.
+    /// Seconds between stats records (events, lost events, in-flight connections), 0.1 to
+    /// 1e9; 0: only at exit.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub stats_interval: f64,
 
@@ -120,7 +126,7 @@ pub struct TraceArgs {
     pub no_args: bool,
 
     /// Also write a summary per (process, destination) every SECS seconds (those that
-    /// changed) and of every one at exit.
+    /// changed) and of every one at exit; 0.1 to 1e9.
     #[arg(long, value_name = "SECS")]
     pub summary_interval: Option<f64>,
 
@@ -139,24 +145,24 @@ pub struct TraceArgs {
 #[derive(Debug, Args, Default, Clone)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
-    /// Only connections made by this process id.
-    #[arg(long, value_name = "PID")]
+    /// Only connections made by this process id (1 to 4194304).
+    #[arg(long, value_name = "PID", value_parser = within(1, MAX_PID))]
     pub pid: Option<u32>,
 
     /// Only connections made by tasks with this name (as in /proc/PID/comm, ≤ 15 bytes).
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
 
-    /// Only connections to this destination port.
-    #[arg(long, value_name = "PORT")]
+    /// Only connections to this destination port (1 to 65535).
+    #[arg(long, value_name = "PORT", value_parser = within(1, u16::MAX))]
     pub port: Option<u16>,
 
     /// Only connections to this network (address or CIDR; repeatable).
     #[arg(long, value_name = "CIDR")]
     pub dest: Vec<String>,
 
-    /// Only sockets in this network namespace: an inode number, or a path such as
-    /// /run/netns/NAME or /proc/PID/ns/net.
+    /// Only sockets in this network namespace: an inode number (not 0), or a namespace
+    /// file such as /run/netns/NAME or /proc/PID/ns/net.
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<String>,
 
@@ -178,30 +184,34 @@ pub struct FilterArgs {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Tuning")]
 pub struct TuningArgs {
-    /// Ring-buffer size in bytes (a power of two, at least 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::defaults::RING_BUFFER_BYTES)]
+    /// Ring-buffer size in bytes, per ring: a power of two from 4096 to 268435456 (256 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::defaults::RING_BUFFER_BYTES,
+          value_parser = within(MIN_RING_BUFFER_BYTES, MAX_RING_BUFFER_BYTES))]
     pub ring_buffer_size: u32,
 
     /// Wake conntrace once N records are waiting instead of for each record (a wake-up
     /// costs the connecting process about a microsecond); the rest is read every 20 ms.
-    /// 0: the kernel's default, a wake-up whenever conntrace has caught up
-    /// [default: 32, fewer if the ring buffer is small].
-    #[arg(long, value_name = "N")]
+    /// 0: the kernel's default, a wake-up whenever conntrace has caught up. At most 255,
+    /// and what half the ring buffer holds [default: 32, fewer if the ring buffer is small].
+    #[arg(long, value_name = "N", value_parser = within(0, u8::MAX))]
     pub wakeup_batch: Option<u8>,
 
-    /// Connects in flight followed at once (beyond them, new connects are counted as not
-    /// followed).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_CONNECTING)]
+    /// Connects in flight followed at once, 1 to 4194304 (beyond them, new connects are
+    /// counted as not followed).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_CONNECTING,
+          value_parser = within(1, MAX_CONNECTIONS))]
     pub max_connections: u32,
 
     /// Established connections followed at once, for their resets, losses and
-    /// retransmits (memory is used as connections come).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_ESTABLISHED)]
+    /// retransmits, 1 to 16777216 (memory is used as connections come).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::defaults::MAX_ESTABLISHED,
+          value_parser = within(1, MAX_ESTABLISHED))]
     pub max_established: u32,
 
-    /// Event ring buffers, each read by its own thread [default: one per four CPUs, at
-    /// most 4].
-    #[arg(long, value_name = "N")]
+    /// Event ring buffers, each read by its own thread, 1 to 4 [default: one per four
+    /// CPUs, at most 4].
+    #[arg(long, value_name = "N",
+          value_parser = within(1, MAX_RINGS))]
     pub rings: Option<u8>,
 
     /// Where tracefs is mounted, for `--connect-hook syscalls` [default:
@@ -239,6 +249,40 @@ pub enum Format {
     Json,
     /// Aligned columns for people.
     Text,
+}
+
+/// The parser of an integer flag with a range (the limits live in `config`): a value out
+/// of range, too large for its type or not a number gets the same message, which names
+/// the range.
+fn within<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync,
+{
+    move |text| {
+        text.parse::<T>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .ok_or_else(|| format!("give a number from {min} to {max}"))
+    }
+}
+
+/// A parse error as one line (every failure is one line on stderr): clap's message
+/// without its usage block and its pointer to `--help`, the tips kept.
+pub fn usage_line(err: &clap::Error) -> String {
+    let rendered = err.to_string();
+    let mut line = String::new();
+    for part in rendered.lines().map(str::trim) {
+        if part.is_empty() || part.starts_with("Usage:") || part.starts_with("For more information")
+        {
+            continue;
+        }
+        let part = part.strip_prefix("error: ").unwrap_or(part);
+        if !line.is_empty() {
+            line.push_str(if part.starts_with('[') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -354,6 +398,79 @@ mod tests {
         };
         assert_eq!(t.filters.comm.as_deref(), Some("curl"));
         assert_eq!(t.aggregate.max_keys, 50);
+    }
+
+    /// Every integer flag has its range in the parser, from the constants in `config`,
+    /// and the help says the same numbers.
+    #[test]
+    fn integer_flags_are_bounded_and_the_help_says_so() {
+        use crate::config;
+        let cases: [(&str, u64, u64); 7] = [
+            ("--max-connections", 1, config::MAX_CONNECTIONS.into()),
+            ("--max-established", 1, config::MAX_ESTABLISHED.into()),
+            ("--max-keys", 1, config::MAX_KEYS as u64),
+            ("--pid", 1, config::MAX_PID.into()),
+            ("--rings", 1, config::MAX_RINGS.into()),
+            ("--port", 1, u16::MAX.into()),
+            (
+                "--ring-buffer-size",
+                config::MIN_RING_BUFFER_BYTES.into(),
+                config::MAX_RING_BUFFER_BYTES.into(),
+            ),
+        ];
+        let mut help = Vec::new();
+        Cli::command()
+            .find_subcommand_mut("trace")
+            .unwrap()
+            .write_long_help(&mut help)
+            .unwrap();
+        let help = String::from_utf8(help).unwrap().replace('\n', " ");
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (flag, min, max) in cases {
+            for ok in [min, max] {
+                assert!(
+                    parse(&["trace", flag, &ok.to_string()]).is_ok(),
+                    "{flag} {ok}"
+                );
+            }
+            for bad in [min - 1, max + 1, u64::MAX] {
+                let err = parse(&["trace", flag, &bad.to_string()]).unwrap_err();
+                assert_eq!(err.exit_code(), 2, "{flag} {bad}");
+            }
+            for bad in [(max + 1).to_string(), u64::MAX.to_string(), "x".into()] {
+                let err = parse(&["trace", flag, &bad]).unwrap_err();
+                assert!(
+                    err.to_string()
+                        .contains(&format!("give a number from {min} to {max}")),
+                    "{flag}: {err}"
+                );
+            }
+            assert!(
+                help.contains(&format!("{min} to {max}")),
+                "trace --help for {flag} lacks {min} to {max}: {help}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_errors_read_as_one_line() {
+        let line = |args: &[&str]| usage_line(&parse(args).unwrap_err());
+        assert_eq!(
+            line(&["trace", "--max-connections", "0"]),
+            "invalid value '0' for '--max-connections <N>': give a number from 1 to 4194304"
+        );
+        assert_eq!(
+            line(&["trace", "-o", "xml"]),
+            "invalid value 'xml' for '--output <OUTPUT>' [possible values: json, text]"
+        );
+        assert_eq!(
+            line(&["trac"]),
+            "unrecognized subcommand 'trac'; tip: a similar subcommand exists: 'trace'"
+        );
+        assert_eq!(
+            line(&["trace", "--bogus"]),
+            "unexpected argument '--bogus' found"
+        );
     }
 
     #[test]

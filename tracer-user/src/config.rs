@@ -1,7 +1,10 @@
 //! A validated configuration, built from the command line. Everything a user can get wrong
 //! is caught here, before anything is loaded, with a message that says what to type.
 use std::{
-    io::IsTerminal as _, net::IpAddr, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration,
+    io::IsTerminal as _,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
 };
 
 use tracer_common::{COMM_LEN, V4_MAPPED_PREFIX};
@@ -10,7 +13,38 @@ use crate::{
     cli::{ConnectHookChoice, FilterArgs, Format, TraceArgs, TuningArgs},
     exit::StartError,
     model::Identity,
+    netns::Netns,
 };
+
+/// Limits of the numeric flags, in one place (README, "Options and their limits"). The
+/// integer flags are range-checked by the parser (`cli`) against these; the seconds flags
+/// and the checks that span flags are made here. Kernel maps are sized from the tuning
+/// flags: their upper bounds keep a typo from asking the kernel for gigabytes (a 1 GiB ring
+/// buffer on four rings took 26 s to load and 8 GiB of mappings).
+///
+/// `--ring-buffer-size`: a power of two from 4 KiB (a page) to 256 MiB, per ring.
+pub const MIN_RING_BUFFER_BYTES: u32 = 4096;
+pub const MAX_RING_BUFFER_BYTES: u32 = 256 << 20;
+/// `--max-connections`: 64 times the default (a preallocated map: 4 Mi entries load in
+/// about 9 s).
+pub const MAX_CONNECTIONS: u32 = 1 << 22;
+/// `--max-established`: 64 times the default (allocated as connections come).
+pub const MAX_ESTABLISHED: u32 = 1 << 24;
+/// `--max-keys`: 100 times the default; an entry stays under 4 KiB.
+pub const MAX_KEYS: usize = 1_000_000;
+/// `--pid`: the kernel's `PID_MAX_LIMIT` on 64-bit machines.
+pub const MAX_PID: u32 = 1 << 22;
+/// `--rings`: the event ring buffers the kernel side has.
+pub const MAX_RINGS: u8 = tracer_common::MAX_RINGS as u8;
+/// `--stats-interval` and `--summary-interval`: periodic records at most ten times a
+/// second (below that the records are the load: 1e-9 wrote 170 000 lines in 2 s, and a
+/// period that rounds to zero makes tokio's interval panic).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// `--duration`: at least a millisecond (less rounds to nothing).
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+/// Every seconds flag: at most about 31 years, far from where `Duration` or a timer's
+/// deadline could overflow.
+pub const MAX_SECONDS: f64 = 1e9;
 
 /// A destination prefix, stored the way the kernel filter stores it: IPv4 as IPv4-mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,12 +195,6 @@ impl Filters {
                 COMM_LEN - 1
             )));
         }
-        if args.port == Some(0) {
-            return Err(usage("--port 0: give a port from 1 to 65535".into()));
-        }
-        if args.pid == Some(0) {
-            return Err(usage("--pid 0: give a process id".into()));
-        }
         let max = tracer_common::defaults::MAX_DEST_PREFIXES as usize;
         if args.dest.len() > max {
             return Err(usage(format!("--dest: at most {max} prefixes")));
@@ -203,16 +231,35 @@ impl Filters {
     }
 }
 
-/// A network namespace given as an inode number or as a path to a namespace file.
+/// A network namespace given as an inode number or as a path to a namespace file. 0
+/// would turn the kernel filter off, and a file that is not a network namespace would
+/// match nothing: both are refused.
 pub fn resolve_netns(text: &str) -> Result<u32, String> {
-    if let Ok(inode) = text.parse::<u32>() {
-        return Ok(inode);
+    const GIVE: &str = "give an inode number, /run/netns/NAME or /proc/PID/ns/net";
+    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        return text
+            .parse::<u32>()
+            .ok()
+            .filter(|&inode| inode != 0)
+            .ok_or_else(|| {
+                format!(
+                    "--netns {text}: not a namespace inode number (1 to {}); {GIVE}",
+                    u32::MAX
+                )
+            });
     }
-    let meta = std::fs::metadata(text).map_err(|e| {
-        format!("--netns {text}: {e} (give an inode number, /run/netns/NAME or /proc/PID/ns/net)")
-    })?;
-    u32::try_from(meta.ino())
-        .map_err(|_| format!("--netns {text}: inode {} out of range", meta.ino()))
+    let ns = Netns::open(Path::new(text))
+        .map_err(|e| format!("--netns {text}: {}; {GIVE}", lower(&e.to_string())))?;
+    u32::try_from(ns.inode).map_err(|_| format!("--netns {text}: inode {} out of range", ns.inode))
+}
+
+/// `No such file or directory (os error 2)` → `no such file or directory (os error 2)`,
+/// to read as the middle of a sentence.
+fn lower(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
 }
 
 /// Kernel-side sizes.
@@ -233,30 +280,13 @@ pub struct Tuning {
 impl Tuning {
     pub fn from_args(args: &TuningArgs) -> Result<Tuning, StartError> {
         let size = args.ring_buffer_size;
-        if size < 4096 || !size.is_power_of_two() {
+        // The range is the parser's; a power of two is the kernel's demand.
+        if !size.is_power_of_two() {
             return Err(StartError::Usage(format!(
-                "--ring-buffer-size {size}: must be a power of two of at least 4096"
+                "--ring-buffer-size {size}: give a power of two from {MIN_RING_BUFFER_BYTES} to {MAX_RING_BUFFER_BYTES}"
             )));
         }
         let wakeup_batch = wakeup_batch(args.wakeup_batch, size)?;
-        if args.max_connections == 0 {
-            return Err(StartError::Usage(
-                "--max-connections must be at least 1".into(),
-            ));
-        }
-        if args.max_established == 0 {
-            return Err(StartError::Usage(
-                "--max-established must be at least 1".into(),
-            ));
-        }
-        if let Some(rings) = args.rings
-            && !(1..=tracer_common::MAX_RINGS).contains(&usize::from(rings))
-        {
-            return Err(StartError::Usage(format!(
-                "--rings {rings}: give 1 to {}",
-                tracer_common::MAX_RINGS
-            )));
-        }
         Ok(Tuning {
             ring_buffer_bytes: size,
             wakeup_batch,
@@ -313,25 +343,40 @@ impl TraceConfig {
             all: args.all,
             duration: args
                 .duration
-                .map(|d| seconds("--duration", d, false))
+                .map(|d| duration("--duration", d))
                 .transpose()?,
-            stats_interval: Some(seconds("--stats-interval", args.stats_interval, true)?)
-                .filter(|d| !d.is_zero()),
+            stats_interval: interval("--stats-interval", args.stats_interval, true)?,
             retransmits: args.retransmits,
             args: args.args,
         })
     }
 }
 
-/// A positive number of seconds (`zero_ok`: or 0), as a Duration.
-pub fn seconds(flag: &str, value: f64, zero_ok: bool) -> Result<Duration, StartError> {
-    let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0)) && value < 1e9;
-    if !ok {
-        return Err(StartError::Usage(format!(
-            "{flag} {value}: give a positive number of seconds"
-        )));
+/// `--duration`: seconds, from [`MIN_DURATION`] to [`MAX_SECONDS`].
+pub fn duration(flag: &str, value: f64) -> Result<Duration, StartError> {
+    seconds(flag, value, MIN_DURATION, "")
+}
+
+/// A period between records: seconds from [`MIN_INTERVAL`] to [`MAX_SECONDS`], or
+/// (`zero_off`) 0 for none.
+pub fn interval(flag: &str, value: f64, zero_off: bool) -> Result<Option<Duration>, StartError> {
+    if zero_off && value == 0.0 {
+        return Ok(None);
     }
-    Ok(Duration::from_secs_f64(value))
+    let off = if zero_off { "0 (off) or " } else { "" };
+    seconds(flag, value, MIN_INTERVAL, off).map(Some)
+}
+
+/// Seconds within `[min, MAX_SECONDS]`, as a Duration (never a panic: the bounds are
+/// checked on the float, before the conversion).
+fn seconds(flag: &str, value: f64, min: Duration, other: &str) -> Result<Duration, StartError> {
+    if value.is_finite() && value >= min.as_secs_f64() && value <= MAX_SECONDS {
+        return Ok(Duration::from_secs_f64(value));
+    }
+    Err(StartError::Usage(format!(
+        "{flag} {value:?}: give {other}{} to {MAX_SECONDS} seconds",
+        min.as_secs_f64()
+    )))
 }
 
 #[cfg(test)]
@@ -406,12 +451,46 @@ mod tests {
     #[test]
     fn netns_accepts_inode_or_path() {
         assert_eq!(resolve_netns("4026531840"), Ok(4_026_531_840));
-        assert!(resolve_netns("/proc/self/ns/net").is_ok());
-        assert!(
-            resolve_netns("/no/such/netns")
-                .unwrap_err()
-                .contains("/no/such/netns")
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap();
+        assert_eq!(
+            resolve_netns("/proc/self/ns/net").map(u64::from),
+            Ok(std::os::unix::fs::MetadataExt::ino(&own))
         );
+        assert_eq!(
+            resolve_netns("/no/such/netns").unwrap_err(),
+            "--netns /no/such/netns: no such file or directory (os error 2); give an inode \
+             number, /run/netns/NAME or /proc/PID/ns/net"
+        );
+    }
+
+    /// 0 turned the filter off; a file that is not a network namespace matched nothing.
+    #[test]
+    fn netns_refuses_zero_and_what_is_not_a_network_namespace() {
+        for zero in ["0", "00", "4294967296"] {
+            let err = resolve_netns(zero).unwrap_err();
+            assert!(
+                err.starts_with(&format!("--netns {zero}: not a namespace inode number")),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            resolve_netns("/etc/passwd").unwrap_err(),
+            "--netns /etc/passwd: not a namespace file; give an inode number, /run/netns/NAME \
+             or /proc/PID/ns/net"
+        );
+        assert!(
+            resolve_netns("/proc/self/ns/mnt")
+                .unwrap_err()
+                .contains("a namespace, but not a network namespace")
+        );
+        let args = FilterArgs {
+            netns: Some("0".into()),
+            ..FilterArgs::default()
+        };
+        assert!(matches!(
+            Filters::from_args(&args),
+            Err(StartError::Usage(_))
+        ));
     }
 
     #[test]
@@ -425,7 +504,13 @@ mod tests {
             tracefs: None,
             connect_hook: ConnectHookChoice::Auto,
         };
-        assert!(Tuning::from_args(&t).is_err());
+        let Err(StartError::Usage(msg)) = Tuning::from_args(&t) else {
+            panic!("5000 is not a power of two");
+        };
+        assert_eq!(
+            msg,
+            "--ring-buffer-size 5000: give a power of two from 4096 to 268435456"
+        );
         t.ring_buffer_size = 8192;
         assert!(Tuning::from_args(&t).is_ok());
     }
@@ -497,17 +582,55 @@ mod tests {
     }
 
     #[test]
-    fn seconds_must_be_positive() {
-        assert!(seconds("--duration", 0.0, false).is_err());
-        assert!(seconds("--duration", -1.0, false).is_err());
-        assert!(seconds("--duration", f64::NAN, false).is_err());
+    fn seconds_flags_have_a_floor_and_a_ceiling() {
+        for bad in [0.0, -1.0, 1e-4, f64::NAN, f64::INFINITY, 1.1e9, f64::MAX] {
+            let Err(StartError::Usage(msg)) = duration("--duration", bad) else {
+                panic!("--duration {bad} accepted");
+            };
+            assert_eq!(
+                msg,
+                format!("--duration {bad:?}: give 0.001 to 1000000000 seconds")
+            );
+        }
         assert_eq!(
-            seconds("--stats-interval", 0.0, true).unwrap(),
-            Duration::ZERO
+            duration("--duration", 1.5).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(duration("--duration", 0.001).unwrap(), MIN_DURATION);
+        assert_eq!(
+            duration("--duration", MAX_SECONDS).unwrap(),
+            Duration::from_secs(1_000_000_000)
+        );
+    }
+
+    /// The values that panicked (a period rounding to zero) or flooded the output.
+    #[test]
+    fn intervals_below_a_tenth_of_a_second_are_refused() {
+        for bad in [1e-10, 1e-9, 0.099, -0.5, f64::NAN, 2e9] {
+            let Err(StartError::Usage(msg)) = interval("--stats-interval", bad, true) else {
+                panic!("--stats-interval {bad} accepted");
+            };
+            assert_eq!(
+                msg,
+                format!("--stats-interval {bad:?}: give 0 (off) or 0.1 to 1000000000 seconds")
+            );
+            let Err(StartError::Usage(msg)) = interval("--summary-interval", bad, false) else {
+                panic!("--summary-interval {bad} accepted");
+            };
+            assert_eq!(
+                msg,
+                format!("--summary-interval {bad:?}: give 0.1 to 1000000000 seconds")
+            );
+        }
+        assert_eq!(interval("--stats-interval", 0.0, true).unwrap(), None);
+        assert!(interval("--summary-interval", 0.0, false).is_err());
+        assert_eq!(
+            interval("--stats-interval", 0.1, true).unwrap(),
+            Some(MIN_INTERVAL)
         );
         assert_eq!(
-            seconds("--duration", 1.5, false).unwrap(),
-            Duration::from_millis(1500)
+            interval("--summary-interval", 60.0, false).unwrap(),
+            Some(Duration::from_secs(60))
         );
     }
 }

@@ -6,8 +6,9 @@
 //! procfs and the node's files know (executable, arguments, container, pod), [`output`]
 //! writes JSON lines or text, and [`collector`] runs the loop. [`aggregate`] folds records
 //! per (workload, destination), [`diagnose`] explains the failures, and [`top`] shows them
-//! live. Everything but `loader`, `kernel`, `collector`, `top`, `diagnose::host` and
-//! `enrich`'s readers is pure and tested without root.
+//! live. [`netns`] opens and checks network namespace files; [`output::terminal`] escapes
+//! whatever text reaches a terminal. Everything but `loader`, `kernel`, `collector`, `top`,
+//! `netns`, `diagnose::host` and `enrich`'s readers is pure and tested without root.
 pub mod aggregate;
 pub mod app;
 pub mod classify;
@@ -22,6 +23,7 @@ pub mod exit;
 pub mod kernel;
 pub mod loader;
 pub mod model;
+pub mod netns;
 pub mod output;
 pub mod stats;
 pub mod top;

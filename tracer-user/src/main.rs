@@ -1,16 +1,33 @@
 //! `conntrace`: parse, run, map the outcome to an exit status (see `exit::Status`).
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{Parser as _, error::ErrorKind};
 use conntrace::{
     app,
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     exit::{self, Status},
+    output::terminal::write_line,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and the help shown for a bare `conntrace`.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let _ = write_line(
+                &mut std::io::stderr(),
+                format_args!("conntrace: {}", cli::usage_line(&e)),
+            );
+            return Status::Usage.into();
+        }
+    };
     init_logging(cli.verbose);
     let result = match &cli.command {
         Command::Trace(args) => app::trace(args),
@@ -21,11 +38,14 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(err) => {
             let status = exit::status_of(&err);
-            if status == Status::Internal {
-                eprintln!("conntrace: {err:#}");
+            // One line, escaped: messages quote paths and names given to us. A failing
+            // stderr leaves nothing else to tell.
+            let line = if status == Status::Internal {
+                format!("conntrace: {err:#}")
             } else {
-                eprintln!("conntrace: {err}");
-            }
+                format!("conntrace: {err}")
+            };
+            let _ = write_line(&mut std::io::stderr(), format_args!("{line}"));
             status.into()
         }
     }

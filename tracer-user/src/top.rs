@@ -19,7 +19,11 @@ use crate::{
     collector::{Consumer, Flow, Starter},
     diagnose::{Context, Facts, verdicts},
     model::ConnEvent,
-    output::{RunInfo, time::human_duration},
+    output::{
+        RunInfo,
+        terminal::{escape, escape_owned},
+        time::human_duration,
+    },
     stats::Snapshot,
 };
 
@@ -141,9 +145,10 @@ pub const COLUMNS: [&str; 13] = [
     "",
 ];
 
-/// One row's cells, in [`COLUMNS`] order (the last, empty, column pads the table).
+/// One row's cells, in [`COLUMNS`] order (the last, empty, column pads the table), each
+/// escaped for the terminal (the workload is the name a process chose).
 pub fn cells(key: &Key, e: &Entry, verdict: Option<String>) -> Vec<String> {
-    vec![
+    let cells = vec![
         key.workload_label(),
         key.destination_label(),
         e.attempts.to_string(),
@@ -163,7 +168,8 @@ pub fn cells(key: &Key, e: &Entry, verdict: Option<String>) -> Vec<String> {
             .map_or_else(|| "-".into(), |q| human_duration(q.p99)),
         verdict.unwrap_or_else(|| "ok".into()),
         String::new(),
-    ]
+    ];
+    cells.into_iter().map(escape_owned).collect()
 }
 
 /// `service: no_listener`, from the headline verdict without host checks (those are for
@@ -182,7 +188,10 @@ pub fn draw(frame: &mut Frame<'_>, agg: &Aggregator, view: ViewState, status: &s
         Constraint::Min(0),
     ])
     .areas(frame.area());
-    frame.render_widget(Paragraph::new(Line::from(status.to_owned())), head);
+    frame.render_widget(
+        Paragraph::new(Line::from(escape(status).into_owned())),
+        head,
+    );
     frame.render_widget(
         Paragraph::new(Line::from(format!(
             "sorted by {}{} · s: next column · f a p w d: failure% attempts p99 workload destination · r: reverse · q: quit",
@@ -462,5 +471,32 @@ mod tests {
             screen[5].contains("10.0.0.3:80") && screen[5].contains(" ok"),
             "{screen:#?}"
         );
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_in_cells_and_on_screen() {
+        use crate::output::terminal::tests::HOSTILE;
+        for (raw, escaped) in HOSTILE {
+            let mut agg = Aggregator::new(10);
+            let mut e = connect(Reason::Refused, "10.0.0.2:81", 1);
+            e.process.name = (*raw).to_owned();
+            agg.record(&e);
+            let (k, entry) = agg.iter().next().unwrap();
+            assert_eq!(cells(k, entry, None)[0], *escaped);
+            let mut term = Terminal::new(TestBackend::new(140, 4)).unwrap();
+            let status = status_line(raw, &agg, None);
+            term.draw(|f| draw(f, &agg, ViewState::default(), &status))
+                .unwrap();
+            let screen: String = term
+                .backend()
+                .buffer()
+                .content()
+                .iter()
+                .map(|c| c.symbol())
+                .collect();
+            assert!(!screen.contains(char::is_control), "{raw:?}: {screen:?}");
+            let shown: String = escaped.chars().take(15).collect();
+            assert!(screen.contains(&shown), "{raw:?}: {screen}");
+        }
     }
 }

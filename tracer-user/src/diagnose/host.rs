@@ -1,26 +1,55 @@
 //! What the host can tell the rules: which network namespace on this host holds a
 //! destination address, whether something listens there, and the client side's local port
-//! range and sockets. Read from procfs inside each namespace: a helper thread enters each
-//! one in turn (setns) and reads `/proc/thread-self/net/*`, so that namespaces without a
-//! process (an `ip netns add` with nothing running) are covered too.
+//! range and sockets, read from procfs inside each namespace.
+//!
+//! Two ways in. With CAP_SYS_ADMIN a helper thread enters each namespace in turn (setns)
+//! and reads `/proc/thread-self/net/*`, which covers namespaces without a process (an
+//! `ip netns add` with nothing running) and gives the port range. Without it, a namespace
+//! is read through `/proc/PID/net/*` of a process inside it, which needs no capability
+//! (identifying the process's namespace needs ptrace access: same user, or
+//! CAP_SYS_PTRACE); the port range is then unknown. A namespace read neither way is
+//! recorded, so that the rules say "unknown" instead of "not on this host".
+//!
+//! Names are checked on what was opened: a namespace file must be the inode listed, and a
+//! process is read through its `/proc/PID` directory kept open, which a reused pid cannot
+//! redirect; its namespace is checked before and after the read.
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead as _, BufReader},
+    ffi::CString,
+    fs::File,
+    io::{BufRead as _, BufReader, Read as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use super::{Facts, ListenerFact, PortFact, Questions};
+use crate::{
+    netns::{Netns, open_at},
+    output::terminal::escape,
+};
 
 /// TCP_LISTEN as `/proc/net/tcp` prints it.
 const LISTEN: u8 = 0x0A;
+/// Processes remembered per namespace, to read it through when it cannot be entered.
+const PIDS_PER_NETNS: usize = 4;
 
-/// A network namespace and a file that names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A network namespace and what names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetnsRef {
     pub inode: u64,
-    pub path: PathBuf,
+    /// Files that name it, to enter it through: `/run/netns/NAME`, `/proc/PID/ns/net`.
+    pub files: Vec<PathBuf>,
+    /// A few processes inside it, to read it through without entering.
+    pub pids: Vec<u32>,
+}
+
+/// Every network namespace found, and how many processes' namespaces could not be
+/// identified (no ptrace access to them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub spaces: Vec<NetnsRef>,
+    pub hidden_processes: usize,
 }
 
 /// What one namespace holds, as far as the questions need.
@@ -34,14 +63,55 @@ pub struct NetnsView {
     pub port_range: Option<(u16, u16)>,
 }
 
+/// What the survey read, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Survey {
+    pub views: Vec<NetnsView>,
+    /// Namespaces that exist but could not be read, by inode.
+    pub unread: Vec<u64>,
+    /// Processes whose namespace could not even be identified.
+    pub hidden_processes: usize,
+    /// Why the unread namespaces could not be entered, when a privilege was missing.
+    pub enter_denied: bool,
+}
+
+impl Survey {
+    /// Why a negative answer ("no namespace holds the address") cannot be trusted, if it
+    /// cannot: the words the rules print after "unknown: ".
+    pub fn gap(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if !self.unread.is_empty() {
+            let n = self.unread.len();
+            why.push(format!(
+                "could not check{}: {n} network namespace{} on this host could not be read",
+                if self.enter_denied {
+                    " (needs CAP_SYS_ADMIN)"
+                } else {
+                    ""
+                },
+                if n == 1 { "" } else { "s" },
+            ));
+        }
+        if self.hidden_processes > 0 {
+            let n = self.hidden_processes;
+            why.push(format!(
+                "could not check (needs CAP_SYS_PTRACE): the network namespace{} of {n} process{} could not be identified",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "" } else { "es" },
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
 /// Answers the questions. Never fails: what cannot be read becomes `Unknown`.
 pub fn gather(q: &Questions) -> Facts {
     if q.is_empty() {
         return Facts::default();
     }
     let wanted: Vec<SocketAddr> = q.ports.iter().map(|(_, d)| *d).collect();
-    let views = match survey(namespaces(), wanted) {
-        Ok(views) => views,
+    let survey = match survey(namespaces(), wanted) {
+        Ok(survey) => survey,
         Err(e) => {
             let why = format!("could not read the network namespaces: {e}");
             return Facts {
@@ -58,95 +128,165 @@ pub fn gather(q: &Questions) -> Facts {
         listeners: q
             .listeners
             .iter()
-            .map(|&(ns, dest)| ((ns, dest), listener_fact(u64::from(ns), dest, &views)))
+            .map(|&(ns, dest)| ((ns, dest), listener_fact(u64::from(ns), dest, &survey)))
             .collect(),
         ports: q
             .ports
             .iter()
-            .map(|&(ns, dest)| ((ns, dest), port_fact(u64::from(ns), dest, &views)))
+            .map(|&(ns, dest)| ((ns, dest), port_fact(u64::from(ns), dest, &survey.views)))
             .collect(),
     }
 }
 
 /// Every network namespace on the host, once each: named ones (`/run/netns`) and those of
 /// running processes.
-pub fn namespaces() -> Vec<NetnsRef> {
-    let mut found: BTreeMap<u64, PathBuf> = BTreeMap::new();
-    let named = std::fs::read_dir("/run/netns")
+pub fn namespaces() -> Census {
+    let mut found: BTreeMap<u64, NetnsRef> = BTreeMap::new();
+    let mut census = Census::default();
+    for path in std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path());
-    let of_processes = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .map(|e| e.path().join("ns/net"));
-    for path in named.chain(of_processes) {
+        .map(|e| e.path())
+    {
         if let Ok(meta) = std::fs::metadata(&path) {
-            found.entry(meta.ino()).or_insert(path);
+            found.entry(meta.ino()).or_default().files.push(path);
         }
     }
-    found
+    for pid in std::fs::read_dir("/proc")
         .into_iter()
-        .map(|(inode, path)| NetnsRef { inode, path })
-        .collect()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                let ns = found.entry(meta.ino()).or_default();
+                if ns.pids.len() < PIDS_PER_NETNS {
+                    ns.pids.push(pid);
+                    ns.files.push(path);
+                }
+            }
+            // Exited since the listing: nothing lost.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(_) => census.hidden_processes += 1,
+        }
+    }
+    census.spaces = found
+        .into_iter()
+        .map(|(inode, ns)| NetnsRef { inode, ..ns })
+        .collect();
+    census
 }
 
 /// Reads every namespace from one helper thread that enters each in turn; the thread ends
 /// with the survey, so no other thread ever changes namespace.
-pub fn survey(spaces: Vec<NetnsRef>, wanted: Vec<SocketAddr>) -> std::io::Result<Vec<NetnsView>> {
+pub fn survey(census: Census, wanted: Vec<SocketAddr>) -> std::io::Result<Survey> {
     std::thread::Builder::new()
         .name("netns-survey".into())
         .spawn(move || {
-            spaces
-                .iter()
-                .filter_map(|ns| {
-                    enter(&ns.path)
-                        .inspect_err(|e| tracing::debug!("netns {}: {e}", ns.path.display()))
-                        .ok()?;
-                    Some(read_view(ns.inode, &wanted))
-                })
-                .collect()
+            let mut out = Survey {
+                hidden_processes: census.hidden_processes,
+                ..Survey::default()
+            };
+            for ns in &census.spaces {
+                match read_namespace(ns, &wanted) {
+                    Ok(view) => out.views.push(view),
+                    Err(denied) => {
+                        out.unread.push(ns.inode);
+                        out.enter_denied |= denied;
+                    }
+                }
+            }
+            out
         })?
         .join()
         .map_err(|_| std::io::Error::other("the namespace survey thread panicked"))
 }
 
-/// Moves the calling thread into the network namespace that `path` names.
-fn enter(path: &Path) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
-    // SAFETY: a valid open namespace fd; CLONE_NEWNET changes only this thread's namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+/// One namespace: entered if possible, else through a process inside it. `Err(true)`
+/// when entering was denied for want of a privilege.
+fn read_namespace(ns: &NetnsRef, wanted: &[SocketAddr]) -> Result<NetnsView, bool> {
+    let mut denied = false;
+    for file in &ns.files {
+        match enter(file, ns.inode) {
+            Ok(()) => return Ok(read_entered(ns.inode, wanted)),
+            Err(e) => {
+                let os = e.os_error();
+                denied |= os == Some(libc::EPERM) || os == Some(libc::EACCES);
+                tracing::debug!("netns {}: {e}", escape(&file.to_string_lossy()));
+            }
+        }
     }
+    for &pid in &ns.pids {
+        match read_through_process(pid, ns.inode, wanted) {
+            Ok(view) => return Ok(view),
+            Err(e) => tracing::debug!("netns {} through pid {pid}: {e}", ns.inode),
+        }
+    }
+    Err(denied)
 }
 
-/// The current thread's namespace, read through procfs.
-fn read_view(inode: u64, wanted: &[SocketAddr]) -> NetnsView {
+/// Moves the survey thread into the namespace `inode`, which `path` must still name.
+fn enter(path: &Path, inode: u64) -> Result<(), crate::netns::NetnsError> {
+    Netns::open_expected(path, inode)?.enter()?;
+    Ok(())
+}
+
+/// The survey thread's current namespace, through `/proc/thread-self`.
+fn read_entered(inode: u64, wanted: &[SocketAddr]) -> NetnsView {
     let net = Path::new("/proc/thread-self/net");
-    let text = |name: &str| std::fs::read_to_string(net.join(name)).unwrap_or_default();
+    let port_range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| port_range(&t));
+    read_view(inode, port_range, wanted, |name| File::open(net.join(name)))
+}
+
+/// A namespace read through `/proc/PID/net` of a process inside it (no capability
+/// needed). The `/proc/PID` directory is held open for the whole read, so a reused pid
+/// cannot substitute another process; the process's namespace is checked before and
+/// after, so one that moved during the read is not taken for the namespace.
+fn read_through_process(
+    pid: u32,
+    inode: u64,
+    wanted: &[SocketAddr],
+) -> Result<NetnsView, crate::netns::NetnsError> {
+    let dir = File::open(format!("/proc/{pid}"))?;
+    let check = || Netns::check(open_at(&dir, c"ns/net")?)?.expect(inode);
+    check()?;
+    let view = read_view(inode, None, wanted, |name| {
+        let rel = CString::new(format!("net/{name}"))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        open_at(&dir, &rel)
+    });
+    check()?;
+    Ok(view)
+}
+
+/// The namespace behind `open` (which opens a file of its `net/` directory).
+fn read_view(
+    inode: u64,
+    port_range: Option<(u16, u16)>,
+    wanted: &[SocketAddr],
+    open: impl Fn(&str) -> std::io::Result<File>,
+) -> NetnsView {
+    let text = |name: &str| {
+        let mut text = String::new();
+        open(name)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_or_else(|_| String::new(), |_| text)
+    };
     let mut local_addrs = local_v4(&text("fib_trie"));
     local_addrs.extend(local_v6(&text("if_inet6")));
     let mut view = NetnsView {
         inode,
         local_addrs,
-        port_range: std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|t| port_range(&t)),
+        port_range,
         ..NetnsView::default()
     };
     for table in ["tcp", "tcp6"] {
-        let Ok(file) = std::fs::File::open(net.join(table)) else {
+        let Ok(file) = open(table) else {
             continue;
         };
         // Streamed: a busy host's table can be large, and only a few lines matter.
@@ -165,7 +305,17 @@ fn read_view(inode: u64, wanted: &[SocketAddr]) -> NetnsView {
 }
 
 /// The listener check for a destination reached from the client namespace `client`.
-pub fn listener_fact(client: u64, dest: SocketAddr, views: &[NetnsView]) -> ListenerFact {
+///
+/// A namespace found holding the address is an answer even if others could not be read
+/// (another one holding the same address is possible, but the SYN went to one of them).
+/// With none found, the answer is "not on this host" only when every namespace was read;
+/// else, and when the client's own namespace could not be read (it may hold the address
+/// itself), it is unknown.
+pub fn listener_fact(client: u64, dest: SocketAddr, survey: &Survey) -> ListenerFact {
+    let views = &survey.views;
+    if survey.unread.contains(&client) {
+        return ListenerFact::Unknown(survey.gap().unwrap_or_default());
+    }
     let own = views
         .iter()
         .find(|v| v.inode == client)
@@ -179,7 +329,9 @@ pub fn listener_fact(client: u64, dest: SocketAddr, views: &[NetnsView]) -> List
             .collect(),
     };
     if holders.is_empty() {
-        return ListenerFact::NotLocal;
+        return survey
+            .gap()
+            .map_or(ListenerFact::NotLocal, ListenerFact::Unknown);
     }
     let on_port = || {
         holders
@@ -401,6 +553,14 @@ Local:
         assert_eq!(port_range("garbage"), None);
     }
 
+    /// A survey that read every namespace.
+    fn all_read(views: &[NetnsView]) -> Survey {
+        Survey {
+            views: views.to_vec(),
+            ..Survey::default()
+        }
+    }
+
     fn view(inode: u64, addrs: &[&str], listeners: &[&str]) -> NetnsView {
         NetnsView {
             inode,
@@ -414,7 +574,7 @@ Local:
     fn no_namespace_holds_the_address() {
         let views = [view(1, &["10.0.0.1"], &[])];
         assert_eq!(
-            listener_fact(1, "192.0.2.1:80".parse().unwrap(), &views),
+            listener_fact(1, "192.0.2.1:80".parse().unwrap(), &all_read(&views)),
             ListenerFact::NotLocal
         );
     }
@@ -427,10 +587,10 @@ Local:
             listener_fact(
                 1,
                 dest,
-                &[
+                &all_read(&[
                     client.clone(),
                     view(2, &["10.0.0.2", "10.0.0.3"], listeners),
-                ],
+                ]),
             )
         };
         let none = ListenerFact::Checked {
@@ -480,11 +640,11 @@ Local:
             view(1, &["10.0.0.2"], &[]),
             view(2, &["10.0.0.2"], &["0.0.0.0:80"]),
         ];
-        let fact = listener_fact(1, "10.0.0.2:80".parse().unwrap(), &views);
+        let fact = listener_fact(1, "10.0.0.2:80".parse().unwrap(), &all_read(&views));
         assert!(
             matches!(fact, ListenerFact::Checked { ref netns, listening: false, .. } if netns == &[1])
         );
-        let lo = listener_fact(2, "127.0.0.1:80".parse().unwrap(), &views);
+        let lo = listener_fact(2, "127.0.0.1:80".parse().unwrap(), &all_read(&views));
         assert!(matches!(
             lo,
             ListenerFact::Checked {
@@ -510,26 +670,121 @@ Local:
         assert_eq!(port_fact(9, dest, &[]), PortFact::default());
     }
 
-    /// The survey reads this process's own namespace like any other.
+    fn own_inode() -> u64 {
+        std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+    }
+
+    /// The survey reads this process's own namespace like any other: entered with
+    /// CAP_SYS_ADMIN (the port range known), else through this process (the port range
+    /// unknown). Either way it is read.
     #[test]
     fn survey_reads_the_current_namespace() {
         let me = NetnsRef {
-            inode: std::fs::metadata("/proc/self/ns/net").unwrap().ino(),
-            path: "/proc/self/ns/net".into(),
+            inode: own_inode(),
+            files: vec!["/proc/self/ns/net".into()],
+            pids: vec![std::process::id()],
         };
-        let views = survey(vec![me.clone()], vec![]).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            // Entering a namespace needs CAP_SYS_ADMIN: without it, nothing is read.
-            assert_eq!(views, []);
-            return;
-        }
-        assert_eq!(views.len(), 1);
-        assert_eq!(views[0].inode, me.inode);
-        assert!(views[0].port_range.is_some());
+        let got = survey(
+            Census {
+                spaces: vec![me.clone()],
+                hidden_processes: 0,
+            },
+            vec![],
+        )
+        .unwrap();
+        assert_eq!((got.unread.len(), got.gap()), (0, None), "{got:?}");
+        assert_eq!(got.views.len(), 1);
+        assert_eq!(got.views[0].inode, me.inode);
         assert!(
-            views[0].local_addrs.iter().any(IpAddr::is_loopback),
-            "{views:?}"
+            got.views[0].local_addrs.iter().any(IpAddr::is_loopback),
+            "{got:?}"
+        );
+    }
+
+    /// Without entering: `/proc/PID/net` of a process inside the namespace, no capability
+    /// needed, and the namespace checked on the process's directory held open.
+    #[test]
+    fn a_namespace_reads_through_a_process_inside_it() {
+        let view = read_through_process(std::process::id(), own_inode(), &[]).unwrap();
+        assert_eq!(view.inode, own_inode());
+        assert!(view.local_addrs.iter().any(IpAddr::is_loopback), "{view:?}");
+        assert_eq!(view.port_range, None, "not readable without entering");
+        let err = read_through_process(std::process::id(), own_inode() + 1, &[]).unwrap_err();
+        assert!(
+            matches!(err, crate::netns::NetnsError::Changed { .. }),
+            "{err}"
+        );
+    }
+
+    /// A name that no longer names the namespace listed (a reused pid, a replaced bind
+    /// mount) is not read: the namespace counts as unread, not as empty.
+    #[test]
+    fn a_file_naming_another_namespace_is_not_read() {
+        let moved = NetnsRef {
+            inode: own_inode() + 1,
+            files: vec!["/proc/self/ns/net".into()],
+            pids: vec![std::process::id()],
+        };
+        let got = survey(
+            Census {
+                spaces: vec![moved],
+                hidden_processes: 0,
+            },
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(got.views, []);
+        assert_eq!(got.unread, [own_inode() + 1]);
+        assert!(!got.enter_denied);
+    }
+
+    #[test]
+    fn what_could_not_be_read_makes_a_negative_answer_unknown() {
+        let dest: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let client = view(1, &["10.0.0.1"], &[]);
+        let denied = Survey {
+            views: vec![client.clone()],
+            unread: vec![2],
+            hidden_processes: 0,
+            enter_denied: true,
+        };
+        let ListenerFact::Unknown(why) = listener_fact(1, dest, &denied) else {
+            panic!("no namespace read holds the address, but one was not read");
+        };
+        assert_eq!(
+            why,
+            "could not check (needs CAP_SYS_ADMIN): 1 network namespace on this host could not be read"
+        );
+        // The client's own namespace unread: it may hold the address itself.
+        let own_unread = Survey {
+            views: vec![view(2, &["10.0.0.2"], &[])],
+            unread: vec![1],
+            ..denied.clone()
+        };
+        assert!(matches!(
+            listener_fact(1, dest, &own_unread),
+            ListenerFact::Unknown(_)
+        ));
+        // A namespace read holds it: that is an answer.
+        let found = Survey {
+            views: vec![client.clone(), view(3, &["10.0.0.2"], &[])],
+            ..denied.clone()
+        };
+        assert!(matches!(
+            listener_fact(1, dest, &found),
+            ListenerFact::Checked { ref netns, listening: false, .. } if netns == &[3]
+        ));
+        let hidden = Survey {
+            views: vec![client],
+            hidden_processes: 3,
+            ..Survey::default()
+        };
+        let ListenerFact::Unknown(why) = listener_fact(1, dest, &hidden) else {
+            panic!("processes whose namespace is unknown may hold the address");
+        };
+        assert!(
+            why.contains("needs CAP_SYS_PTRACE") && why.contains("3 processes"),
+            "{why}"
         );
     }
 }

@@ -13,6 +13,7 @@ use crate::{
     output::{
         RunInfo, SCHEMA_VERSION,
         summary::{CountsObj, SubjectObj, counts, subject},
+        terminal::write_line,
         time::{clock_millis, human_duration, rfc3339_nanos},
     },
 };
@@ -193,38 +194,48 @@ pub fn write_json(
 /// know what to raise.
 fn write_warnings(out: &mut impl Write, totals: &Totals) -> std::io::Result<()> {
     if totals.lost_events > 0 {
-        writeln!(
+        write_line(
             out,
-            "warning: {} records were lost in the kernel (ring buffer full: raise --ring-buffer-size): the counts are lower bounds",
-            totals.lost_events
+            format_args!(
+                "warning: {} records were lost in the kernel (ring buffer full: raise --ring-buffer-size): the counts are lower bounds",
+                totals.lost_events
+            ),
         )?;
     }
     if totals.connects_unfollowed > 0 {
-        writeln!(
+        write_line(
             out,
-            "warning: {} connects were not followed (connect map full: raise --max-connections): their outcomes are missing",
-            totals.connects_unfollowed
+            format_args!(
+                "warning: {} connects were not followed (connect map full: raise --max-connections): their outcomes are missing",
+                totals.connects_unfollowed
+            ),
         )?;
     }
     if totals.established_unfollowed > 0 {
-        writeln!(
+        write_line(
             out,
-            "warning: {} established connections were not followed (map full: raise --max-established): their resets and losses are missing",
-            totals.established_unfollowed
+            format_args!(
+                "warning: {} established connections were not followed (map full: raise --max-established): their resets and losses are missing",
+                totals.established_unfollowed
+            ),
         )?;
     }
     if totals.skipped_program_runs > 0 {
-        writeln!(
+        write_line(
             out,
-            "warning: the kernel skipped {} runs of conntrace's programs (nested inside other BPF programs): some events are missing",
-            totals.skipped_program_runs
+            format_args!(
+                "warning: the kernel skipped {} runs of conntrace's programs (nested inside other BPF programs): some events are missing",
+                totals.skipped_program_runs
+            ),
         )?;
     }
     if totals.folded_into_other > 0 {
-        writeln!(
+        write_line(
             out,
-            "note: {} records went to `other` entries (more destinations than --max-keys)",
-            totals.folded_into_other
+            format_args!(
+                "note: {} records went to `other` entries (more destinations than --max-keys)",
+                totals.folded_into_other
+            ),
         )?;
     }
     Ok(())
@@ -238,31 +249,39 @@ pub fn write_text(
     findings: &[Finding<'_>],
 ) -> std::io::Result<()> {
     let window = run.end_ns.saturating_sub(run.info.start_ns);
-    writeln!(
+    write_line(
         out,
-        "conntrace diagnose: watched {} on {} (kernel {}, connect hook: {})",
-        human_duration(window),
-        run.info.host,
-        run.info.kernel,
-        run.info.connect_hook
+        format_args!(
+            "conntrace diagnose: watched {} on {} (kernel {}, connect hook: {})",
+            human_duration(window),
+            run.info.host,
+            run.info.kernel,
+            run.info.connect_hook
+        ),
     )?;
-    writeln!(
+    write_line(
         out,
-        "{} connect attempts, {} failed, {} resets received, {} connections lost, in {} (workload, destination) pairs",
-        totals.attempts, totals.failures, totals.resets_received, totals.lost, totals.keys
+        format_args!(
+            "{} connect attempts, {} failed, {} resets received, {} connections lost, in {} (workload, destination) pairs",
+            totals.attempts, totals.failures, totals.resets_received, totals.lost, totals.keys
+        ),
     )?;
     write_warnings(out, totals)?;
     if findings.is_empty() {
-        return writeln!(out, "\nNo failures found.");
+        write_line(out, format_args!(""))?;
+        return write_line(out, format_args!("No failures found."));
     }
-    writeln!(
+    write_line(out, format_args!(""))?;
+    write_line(
         out,
-        "\n{} failing, most harmful first:",
-        if findings.len() == 1 {
-            "1 (workload, destination) is".to_owned()
-        } else {
-            format!("{} (workload, destination) pairs are", findings.len())
-        }
+        format_args!(
+            "{} failing, most harmful first:",
+            if findings.len() == 1 {
+                "1 (workload, destination) is".to_owned()
+            } else {
+                format!("{} (workload, destination) pairs are", findings.len())
+            }
+        ),
     )?;
     for (i, f) in findings.iter().enumerate() {
         write_finding(out, i + 1, f)?;
@@ -302,16 +321,25 @@ fn write_finding(out: &mut impl Write, rank: usize, f: &Finding<'_>) -> std::io:
                 .map(|c| format!("container {}", short_id(&c.id))),
         );
     }
-    writeln!(
+    write_line(out, format_args!(""))?;
+    write_line(
         out,
-        "\n#{rank}  {} → {}  ({})",
-        f.key.workload_label(),
-        f.key.destination_label(),
-        who.join("; ")
+        format_args!(
+            "#{rank}  {} → {}  ({})",
+            f.key.workload_label(),
+            f.key.destination_label(),
+            who.join("; ")
+        ),
     )?;
-    writeln!(out, "    layer       {}", head.layer.as_str())?;
-    writeln!(out, "    cause       {}: {}", head.cause, head.summary)?;
-    writeln!(out, "    confidence  {}", head.confidence.as_str())?;
+    write_line(out, format_args!("    layer       {}", head.layer.as_str()))?;
+    write_line(
+        out,
+        format_args!("    cause       {}: {}", head.cause, head.summary),
+    )?;
+    write_line(
+        out,
+        format_args!("    confidence  {}", head.confidence.as_str()),
+    )?;
     let mut evidence = head.evidence_text.clone();
     evidence.push(format!(
         "first seen {}, last seen {} (UTC)",
@@ -338,7 +366,7 @@ fn write_finding(out: &mut impl Write, rank: usize, f: &Finding<'_>) -> std::io:
 fn write_list(out: &mut impl Write, label: &str, lines: &[String]) -> std::io::Result<()> {
     for (i, line) in lines.iter().enumerate() {
         let label = if i == 0 { label } else { "" };
-        writeln!(out, "    {label:<11} {line}")?;
+        write_line(out, format_args!("    {label:<11} {line}"))?;
     }
     Ok(())
 }
@@ -528,5 +556,29 @@ mod tests {
         let doc: Value = serde_json::from_str(&render(true, &agg)).unwrap();
         assert_eq!(doc["failures_found"], false);
         assert_eq!(doc["findings"], serde_json::json!([]));
+    }
+
+    /// A workload's name and executable are whatever the process chose: the report shows
+    /// them escaped, and nothing in it can move the cursor or forge a line.
+    #[test]
+    fn hostile_names_and_paths_are_escaped() {
+        use crate::output::terminal::tests::{HOSTILE, raw_controls};
+        for (raw, escaped) in HOSTILE {
+            let mut agg = Aggregator::new(10);
+            let mut e = connect(Reason::Refused, "10.0.0.2:81", 1);
+            e.process.name = (*raw).to_owned();
+            e.process.executable = Some(format!("/tmp/{raw}/app"));
+            agg.record(&e);
+            let text = render(false, &agg);
+            assert_eq!(raw_controls(text.as_bytes()), [] as [usize; 0], "{raw:?}");
+            assert!(
+                text.contains(&format!(
+                    "#1  {escaped} → 10.0.0.2:81  (pid 100; /tmp/{escaped}/app)\n"
+                )),
+                "{text}"
+            );
+            let doc: Value = serde_json::from_str(&render(true, &agg)).unwrap();
+            assert_eq!(doc["findings"][0]["process"]["name"], *raw);
+        }
     }
 }

@@ -282,7 +282,7 @@ pub fn refused(key: &Key, e: &Entry, ctx: &Context<'_>) -> Option<Verdict> {
         }
         other => {
             let why = match other {
-                Some(ListenerFact::Unknown(why)) => format!("the listener check failed: {why}"),
+                Some(ListenerFact::Unknown(why)) => format!("listener on {dest}: unknown: {why}"),
                 _ => format!(
                     "{} is not on this host: its listeners could not be checked",
                     dest.ip()
@@ -328,14 +328,17 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 fn listener_json(fact: &ListenerFact) -> Value {
     match fact {
-        ListenerFact::NotLocal => json!({"checked": false, "why": "not on this host"}),
-        ListenerFact::Unknown(why) => json!({"checked": false, "why": why}),
+        ListenerFact::NotLocal => {
+            json!({"checked": false, "status": "not_on_this_host", "why": "not on this host"})
+        }
+        ListenerFact::Unknown(why) => json!({"checked": false, "status": "unknown", "why": why}),
         ListenerFact::Checked {
             netns,
             listening,
             elsewhere,
         } => json!({
             "checked": true,
+            "status": "checked",
             "netns": netns,
             "listening": listening,
             "elsewhere": elsewhere.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -1146,6 +1149,42 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// A check that could not be made says so, in words and in the JSON evidence; it never
+    /// says "not on this host".
+    #[test]
+    fn an_unmade_listener_check_says_unknown() {
+        let why = "could not check (needs CAP_SYS_ADMIN): 1 network namespace on this host could not be read";
+        let v = run(
+            refused,
+            &refused3(),
+            &listener(ListenerFact::Unknown(why.into())),
+        )
+        .unwrap();
+        assert_eq!(
+            (v.layer, v.cause, v.confidence),
+            (Layer::Service, "no_listener", Confidence::Medium)
+        );
+        assert!(
+            v.evidence_text
+                .contains(&format!("listener on {DEST}: unknown: {why}")),
+            "{:?}",
+            v.evidence_text
+        );
+        assert!(
+            !v.evidence_text
+                .iter()
+                .any(|t| t.contains("not on this host")),
+            "{:?}",
+            v.evidence_text
+        );
+        assert_eq!(
+            v.evidence["listener"],
+            json!({"checked": false, "status": "unknown", "why": why})
+        );
+        let v = run(refused, &refused3(), &listener(ListenerFact::NotLocal)).unwrap();
+        assert_eq!(v.evidence["listener"]["status"], "not_on_this_host");
     }
 
     #[test]

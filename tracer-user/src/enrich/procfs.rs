@@ -87,8 +87,12 @@ impl Procfs {
         self.root.join(pid.to_string()).join(rest)
     }
 
+    /// Read as bytes and decoded lossily, as the record's name is: a task may name itself
+    /// with bytes that are not UTF-8, and is still there.
     fn stat(&self, pid: u32) -> Option<Stat> {
-        parse_stat(&std::fs::read_to_string(self.path(pid, "stat")).ok()?)
+        parse_stat(&String::from_utf8_lossy(
+            &std::fs::read(self.path(pid, "stat")).ok()?,
+        ))
     }
 
     /// Whether the process now at `pid` is the one the record is about.
@@ -269,6 +273,30 @@ mod tests {
             fake.procfs().read(&gone, false),
             Err(DetailsMissing::Replaced)
         );
+    }
+
+    /// A name that is not UTF-8 (and holds a newline) is compared as the record decodes
+    /// it; the process was taken for exited when its stat was read as UTF-8.
+    #[test]
+    fn a_name_that_is_not_utf8_is_still_the_process() {
+        let fake = FakeProc::new("bytes");
+        fake.add(16, "x", 500, b"x\0");
+        let raw: &[u8] = b"a\x1b[2J\r\n\xc2\x9b\x7f\xffz";
+        let mut stat = b"16 (".to_vec();
+        stat.extend_from_slice(raw);
+        stat.extend_from_slice(
+            b") S 1 16 16 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 500 1000 100 0\n",
+        );
+        std::fs::write(fake.dir.join("16/stat"), stat).unwrap();
+        let mut comm = raw.to_vec();
+        comm.push(b'\n');
+        std::fs::write(fake.dir.join("16/task/16/comm"), comm).unwrap();
+        let name = String::from_utf8_lossy(raw);
+        let got = fake
+            .procfs()
+            .read(&expect(16, &name, 500 * 10_000_000), false)
+            .unwrap();
+        assert_eq!(got.executable.as_deref(), Some("/usr/bin/fake"));
     }
 
     #[test]

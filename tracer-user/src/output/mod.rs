@@ -2,6 +2,7 @@
 //! flushed on a tick and at exit.
 pub mod json;
 pub mod summary;
+pub mod terminal;
 pub mod text;
 pub mod time;
 
@@ -267,5 +268,27 @@ mod tests {
         let col = |l: &str| l.find("10.0.0.2:80").unwrap();
         assert_eq!(col(lines[1]), col(lines[2]));
         assert_eq!(lines[0].find("DESTINATION").unwrap(), col(lines[1]));
+    }
+
+    /// Whatever a process names itself, the text table keeps one row per record and no
+    /// control character reaches the terminal; the JSON stream carries the name as it is.
+    #[test]
+    fn hostile_names_cannot_break_the_table() {
+        for (raw, escaped) in terminal::tests::HOSTILE {
+            let mut e = refused();
+            e.process.name = (*raw).to_owned();
+            let mut sink = Sink::new(Format::Text, Vec::new(), "h".into());
+            sink.event(&e).unwrap();
+            let out = sink.into_inner();
+            assert_eq!(
+                terminal::tests::raw_controls(&out),
+                [] as [usize; 0],
+                "{raw:?}"
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.lines().count(), 2, "header and one row: {text}");
+            assert!(text.lines().nth(1).unwrap().contains(escaped), "{text}");
+            assert_eq!(json_of(&e)["process"]["name"], *raw);
+        }
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{
     SCHEMA_VERSION, Sink,
+    terminal::write_line,
     time::{clock_millis, human_duration, rfc3339_nanos},
 };
 use crate::{
@@ -377,13 +378,15 @@ pub fn write_text(
             .map_or_else(|| last.reason.as_str().to_owned(), errno::name);
         parts.push(format!("last {code} at {}", clock_millis(last.time_ns)));
     }
-    writeln!(
+    write_line(
         out,
-        "conntrace: {}summary {} → {}: {}",
-        if is_final { "final " } else { "" },
-        key.workload_name(),
-        key.destination_label(),
-        parts.join(", ")
+        format_args!(
+            "conntrace: {}summary {} → {}: {}",
+            if is_final { "final " } else { "" },
+            key.workload_name(),
+            key.destination_label(),
+            parts.join(", ")
+        ),
     )
 }
 
@@ -654,5 +657,29 @@ mod tests {
             failure_breakdown(e),
             " (2 refused, 1 timeout, 1 ENETUNREACH)"
         );
+    }
+
+    #[test]
+    fn summary_text_escapes_hostile_names() {
+        for (raw, escaped) in crate::output::terminal::tests::HOSTILE {
+            let mut agg = Aggregator::new(10);
+            let mut e = connect(Reason::Refused, "10.0.0.2:80", 1);
+            e.process.name = (*raw).to_owned();
+            agg.record(&e);
+            let (k, entry) = agg.iter().next().unwrap();
+            let mut out = Vec::new();
+            write_text(&mut out, k, entry, true).unwrap();
+            assert_eq!(
+                crate::output::terminal::tests::raw_controls(&out),
+                [] as [usize; 0],
+                "{raw:?}"
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(
+                text.contains(&format!("summary {escaped} → 10.0.0.2:80")),
+                "{text}"
+            );
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! Aligned columns for people at a terminal.
+//! Aligned columns for people at a terminal. Every line goes through
+//! [`write_line`](super::terminal::write_line): a process's name cannot break the table.
 use std::io::Write;
 
 use super::{
     RunInfo,
+    terminal::write_line,
     time::{clock_millis, human_duration},
 };
 use crate::{
@@ -12,25 +14,29 @@ use crate::{
 };
 
 pub fn write_header(out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
+    write_line(
         out,
-        "{:<12} {:>7} {:<15} {:<24} {:<24} {:<17} DETAIL",
-        "TIME", "PID", "COMM", "SOURCE", "DESTINATION", "EVENT"
+        format_args!(
+            "{:<12} {:>7} {:<15} {:<24} {:<24} {:<17} DETAIL",
+            "TIME", "PID", "COMM", "SOURCE", "DESTINATION", "EVENT"
+        ),
     )
 }
 
 pub fn write_event(out: &mut impl Write, e: &ConnEvent) -> std::io::Result<()> {
     let source = e.source.map_or_else(|| "-".to_owned(), |s| s.to_string());
-    writeln!(
+    write_line(
         out,
-        "{:<12} {:>7} {:<15} {:<24} {:<24} {:<17} {}",
-        clock_millis(e.time_ns),
-        e.process.pid,
-        e.process.name,
-        source,
-        e.destination.to_string(),
-        event_label(e),
-        detail(e)
+        format_args!(
+            "{:<12} {:>7} {:<15} {:<24} {:<24} {:<17} {}",
+            clock_millis(e.time_ns),
+            e.process.pid,
+            e.process.name,
+            source,
+            e.destination.to_string(),
+            event_label(e),
+            detail(e)
+        ),
     )
 }
 
@@ -120,28 +126,56 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    writeln!(
+    write_line(
         out,
-        "conntrace: {}stats: {} records ({}), {} lost, {} connecting, {} established, {} not followed (map full), {} skipped by the kernel",
-        if s.is_final { "final " } else { "" },
-        s.counts.received,
-        if kinds.is_empty() {
-            "none".into()
-        } else {
-            kinds.join(" ")
-        },
-        s.kernel.lost,
-        s.kernel.connecting,
-        s.kernel.established,
-        s.kernel.connects_unfollowed + s.kernel.established_unfollowed,
-        s.kernel.skipped_total()
+        format_args!(
+            "conntrace: {}stats: {} records ({}), {} lost, {} connecting, {} established, {} not followed (map full), {} skipped by the kernel",
+            if s.is_final { "final " } else { "" },
+            s.counts.received,
+            if kinds.is_empty() {
+                "none".into()
+            } else {
+                kinds.join(" ")
+            },
+            s.kernel.lost,
+            s.kernel.connecting,
+            s.kernel.established,
+            s.kernel.connects_unfollowed + s.kernel.established_unfollowed,
+            s.kernel.skipped_total()
+        ),
     )
 }
 
 pub fn write_start(out: &mut impl Write, info: &RunInfo) -> std::io::Result<()> {
-    writeln!(
+    write_line(
         out,
-        "conntrace: tracing TCP connects on {} (kernel {}, connect hook: {})",
-        info.host, info.kernel, info.connect_hook
+        format_args!(
+            "conntrace: tracing TCP connects on {} (kernel {}, connect hook: {})",
+            info.host, info.kernel, info.connect_hook
+        ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::terminal::tests::raw_controls;
+
+    /// The lines on stderr escape what they quote too (a host name set inside a container's
+    /// UTS namespace, for one).
+    #[test]
+    fn start_line_is_escaped() {
+        let info = RunInfo {
+            host: "node\x1b]0;x\x07\n".into(),
+            kernel: "6.18.0".into(),
+            connect_hook: "tracepoint".into(),
+            ..RunInfo::default()
+        };
+        let mut out = Vec::new();
+        write_start(&mut out, &info).unwrap();
+        assert_eq!(raw_controls(&out), [] as [usize; 0]);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("node\\x1b]0;x\\x07\\n "), "{text}");
+    }
 }
