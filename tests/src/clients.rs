@@ -162,8 +162,50 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// Stops nginx's processes (SIGSTOP, master and workers): it still listens, but
+    /// nothing accepts.
+    pub fn stop_processes(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    /// Lets them run again.
+    pub fn continue_processes(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    fn signal_all(&self, signal: i32) {
+        let master = self.child.id();
+        let mut pids = vec![master];
+        pids.extend(children_of(master));
+        for pid in pids {
+            // SAFETY: kill() with a pid and a signal.
+            unsafe { libc::kill(pid as i32, signal) };
+        }
+    }
+}
+
+/// The processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // The fields after the parenthesised name: state, then ppid.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
+        self.continue_processes();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

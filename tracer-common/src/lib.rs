@@ -304,8 +304,8 @@ pub struct Event {
     pub ts_ns: u64,
     /// For closes, losses and resets: bytes received on the connection (`bytes_received`).
     pub bytes_received: u64,
-    /// For closes, losses and resets: bytes sent and acknowledged (`bytes_acked`).
-    pub bytes_acked: u64,
+    /// For closes, losses and resets: payload bytes sent (`bytes_sent`, retransmits included).
+    pub bytes_sent: u64,
     pub conn: Conn,
     /// Positive errno (0 when there is none).
     pub errno: u32,
@@ -323,7 +323,7 @@ impl Event {
     pub const ZERO: Event = Event {
         ts_ns: 0,
         bytes_received: 0,
-        bytes_acked: 0,
+        bytes_sent: 0,
         conn: Conn::ZERO,
         errno: 0,
         kind: 0,
@@ -387,7 +387,7 @@ pub struct KernelOffsets {
     // struct tcp_sock
     pub tcp_segs_out: u32,
     pub tcp_bytes_received: u32,
-    pub tcp_bytes_acked: u32,
+    pub tcp_bytes_sent: u32,
     /// Jiffies of the last data sent.
     pub tcp_lsndtime: u32,
     /// Jiffies of the last data received (`inet_conn.icsk_ack.lrcvtime`).

@@ -252,14 +252,14 @@ fn emit_close(sk: u64, conn: &Conn, old: u8) -> Result<(), i64> {
     if !lost && !worth {
         return Ok(());
     }
-    let (received, acked) = kernel::tcp_bytes(sk);
+    let (received, sent) = kernel::tcp_bytes(sk);
     emit(|e| {
         e.conn = *conn;
         e.kind = if lost { kind::LOST } else { kind::CLOSED };
         e.state = old;
         e.errno = if lost { err } else { 0 };
         e.bytes_received = received;
-        e.bytes_acked = acked;
+        e.bytes_sent = sent;
     });
     Ok(())
 }
@@ -290,13 +290,13 @@ pub fn report_reset(sk: u64, kind: u8, mark: u8) -> Result<(), i64> {
     };
     conn.flags |= mark;
     let state = kernel::sock_state(sk);
-    let (received, acked) = kernel::tcp_bytes(sk);
+    let (received, sent) = kernel::tcp_bytes(sk);
     emit(|e| {
         e.conn = *conn;
         e.kind = kind;
         e.state = state;
         e.bytes_received = received;
-        e.bytes_acked = acked;
+        e.bytes_sent = sent;
     });
     Ok(())
 }

@@ -21,7 +21,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sock_error_queue_len: 0,
     tcp_segs_out: 0,
     tcp_bytes_received: 0,
-    tcp_bytes_acked: 0,
+    tcp_bytes_sent: 0,
     tcp_lsndtime: 0,
     tcp_lrcvtime: 0,
     net_inum: 0,

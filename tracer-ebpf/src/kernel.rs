@@ -120,12 +120,13 @@ pub fn tcp_segs_out(sk: u64) -> u32 {
     read::<u32>(sk, globals::kernel().tcp_segs_out).unwrap_or(0)
 }
 
-/// Bytes received and bytes sent and acknowledged over the connection's life.
+/// Bytes received (`bytes_received`: the peer's FIN counts one) and payload bytes sent
+/// (`bytes_sent`) over the connection's life.
 pub fn tcp_bytes(sk: u64) -> (u64, u64) {
     let k = globals::kernel();
     (
         read::<u64>(sk, k.tcp_bytes_received).unwrap_or(0),
-        read::<u64>(sk, k.tcp_bytes_acked).unwrap_or(0),
+        read::<u64>(sk, k.tcp_bytes_sent).unwrap_or(0),
     )
 }
 

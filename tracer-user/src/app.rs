@@ -160,6 +160,8 @@ pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
     let max_keys = args.aggregate.max_keys;
     let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
     let info = run_info(&tracer, &filters);
+    // Before the window opens: what the listeners on this host had dropped so far.
+    let drops_before = host::drops_snapshot();
     tracing::info!(
         "diagnose: watching for {}",
         human_duration(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
@@ -176,7 +178,7 @@ pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
     let enrich = enrich_settings(&filters, false);
     runtime()?.block_on(collector::run(tracer, &info, &schedule, enrich, &mut watch))?;
     let end_ns = unix_now_ns();
-    let facts = host::gather(&diagnose::questions(&watch.aggregate));
+    let facts = host::gather(&diagnose::questions(&watch.aggregate), &drops_before);
     let ctx = Context {
         aggregate: &watch.aggregate,
         facts: &facts,

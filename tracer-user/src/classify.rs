@@ -90,9 +90,11 @@ fn details(e: &Event, ctx: &Context, after_connect: bool) -> Details {
             .cloned()
             .unwrap_or_else(|| format!("reason {}", c.drop_reason))
     });
+    // The kernel counts the peer's FIN as one byte received (it takes a sequence number).
+    let fin_byte = u64::from(c.flags & flag::PEER_FIN != 0);
     let bytes = (after_connect && e.kind != kind::RETRANSMIT).then_some(Bytes {
-        received: e.bytes_received,
-        sent: e.bytes_acked,
+        received: e.bytes_received.saturating_sub(fin_byte),
+        sent: e.bytes_sent,
     });
     let peer_fin = (c.flags & flag::PEER_FIN != 0 && c.fin_ns != 0).then(|| PeerFin {
         idle_before_ns: c.idle_before_fin_ns,
@@ -328,8 +330,8 @@ mod tests {
         e.conn.fin_ns = 4_000_000_000;
         e.conn.idle_before_fin_ns = 2_900_000_000;
         e.state = tcp_state::CLOSE_WAIT;
-        e.bytes_received = 512;
-        e.bytes_acked = 100;
+        e.bytes_received = 513;
+        e.bytes_sent = 100;
         let c = classify(&e, &at(0)).unwrap();
         let fin = c.details.peer_fin.unwrap();
         assert_eq!(

@@ -61,6 +61,8 @@ pub struct NetnsView {
     /// Sockets (any state but LISTEN) whose peer is one of the asked destinations.
     pub sockets_to: HashMap<SocketAddr, u64>,
     pub port_range: Option<(u16, u16)>,
+    /// Listeners with their accept queues and drops (only for namespaces entered).
+    pub queues: Vec<super::sockdiag::Listener>,
 }
 
 /// What the survey read, and what it could not.
@@ -104,8 +106,24 @@ impl Survey {
     }
 }
 
+/// SYNs each listener on the host had dropped, by (namespace inode, address): taken when
+/// diagnose starts, so that the report counts the drops of its own window.
+pub type DropsSnapshot = HashMap<(u64, SocketAddr), u32>;
+
+/// Every listener's drop count now, in every namespace that can be entered.
+pub fn drops_snapshot() -> DropsSnapshot {
+    survey(namespaces(), Vec::new())
+        .map(|s| {
+            s.views
+                .iter()
+                .flat_map(|v| v.queues.iter().map(|l| ((v.inode, l.addr), l.drops)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Answers the questions. Never fails: what cannot be read becomes `Unknown`.
-pub fn gather(q: &Questions) -> Facts {
+pub fn gather(q: &Questions, before: &DropsSnapshot) -> Facts {
     if q.is_empty() {
         return Facts::default();
     }
@@ -121,6 +139,7 @@ pub fn gather(q: &Questions) -> Facts {
                     .map(|k| (*k, ListenerFact::Unknown(why.clone())))
                     .collect(),
                 ports: HashMap::new(),
+                queues: HashMap::new(),
             };
         }
     };
@@ -129,6 +148,16 @@ pub fn gather(q: &Questions) -> Facts {
             .listeners
             .iter()
             .map(|&(ns, dest)| ((ns, dest), listener_fact(u64::from(ns), dest, &survey)))
+            .collect(),
+        queues: q
+            .listeners
+            .iter()
+            .filter_map(|&(ns, dest)| {
+                Some((
+                    (ns, dest),
+                    queue_fact(u64::from(ns), dest, &survey, before)?,
+                ))
+            })
             .collect(),
         ports: q
             .ports
@@ -240,7 +269,12 @@ fn read_entered(inode: u64, wanted: &[SocketAddr]) -> NetnsView {
     let port_range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|t| port_range(&t));
-    read_view(inode, port_range, wanted, |name| File::open(net.join(name)))
+    let mut view = read_view(inode, port_range, wanted, |name| File::open(net.join(name)));
+    view.queues = super::sockdiag::listeners().unwrap_or_else(|e| {
+        tracing::debug!("netns {inode}: sock_diag: {e}");
+        Vec::new()
+    });
+    view
 }
 
 /// A namespace read through `/proc/PID/net` of a process inside it (no capability
@@ -351,6 +385,44 @@ pub fn listener_fact(client: u64, dest: SocketAddr, survey: &Survey) -> Listener
         listening,
         elsewhere,
     }
+}
+
+/// The accept queue of the listener that `dest` reaches from namespace `client`: of the
+/// namespaces holding the address, the listener on its port that covers it, with the
+/// drops of the window when diagnose saw it at the start.
+pub fn queue_fact(
+    client: u64,
+    dest: SocketAddr,
+    survey: &Survey,
+    before: &DropsSnapshot,
+) -> Option<super::QueueFact> {
+    let views = &survey.views;
+    let own = views
+        .iter()
+        .find(|v| v.inode == client)
+        .filter(|v| dest.ip().is_loopback() || v.local_addrs.contains(&dest.ip()));
+    let holders: Vec<&NetnsView> = match own {
+        Some(v) => vec![v],
+        None => views
+            .iter()
+            .filter(|v| v.local_addrs.contains(&dest.ip()))
+            .collect(),
+    };
+    let (inode, l) = holders
+        .iter()
+        .flat_map(|v| v.queues.iter().map(move |l| (v.inode, l)))
+        .filter(|(_, l)| l.addr.port() == dest.port() && covers(l.addr, dest.ip()))
+        .max_by_key(|(_, l)| l.drops)?;
+    Some(super::QueueFact {
+        listener: l.addr,
+        queue: l.queue,
+        backlog: l.backlog,
+        drops_in_window: before
+            .get(&(inode, l.addr))
+            .map(|&start| l.drops.saturating_sub(start)),
+        drops_total: l.drops,
+        owner: super::sockdiag::owner(l.inode),
+    })
 }
 
 /// Whether a listener bound to `bound` accepts connections to `ip`: its own address, or a

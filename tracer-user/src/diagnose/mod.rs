@@ -5,6 +5,7 @@
 pub mod host;
 pub mod report;
 pub mod rules;
+pub mod sockdiag;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -107,11 +108,29 @@ pub struct PortFact {
     pub sockets_to_destination: Option<u64>,
 }
 
+/// The accept queue of the listener a destination reaches on this host (read with
+/// sock_diag in its network namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueFact {
+    /// The listening socket's address.
+    pub listener: SocketAddr,
+    /// Connections waiting to be accepted, and the queue's limit, when the report was made.
+    pub queue: u32,
+    pub backlog: u32,
+    /// SYNs it dropped while diagnose watched (`None`: its count at the start is not
+    /// known), and since it started listening.
+    pub drops_in_window: Option<u32>,
+    pub drops_total: u32,
+    /// The process that listens: pid and name.
+    pub owner: Option<(u32, String)>,
+}
+
 /// What the host told us, keyed by (client network namespace, destination).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     pub listeners: HashMap<(u32, SocketAddr), ListenerFact>,
     pub ports: HashMap<(u32, SocketAddr), PortFact>,
+    pub queues: HashMap<(u32, SocketAddr), QueueFact>,
 }
 
 /// The facts the rules would use, so that [`host::gather`] reads only those.
@@ -167,6 +186,10 @@ pub const RULES: &[Rule] = &[
     Rule {
         id: "refused",
         check: rules::refused,
+    },
+    Rule {
+        id: "accept_queue_full",
+        check: rules::accept_queue_full,
     },
     Rule {
         id: "dropped_here",

@@ -346,6 +346,81 @@ fn listener_json(fact: &ListenerFact) -> Value {
     }
 }
 
+/// Connects time out although the service listens on this host: its accept queue is full,
+/// and the kernel drops the SYNs it has no room for. The port is open, the service is not
+/// keeping up.
+pub fn accept_queue_full(key: &Key, e: &Entry, ctx: &Context<'_>) -> Option<Verdict> {
+    let dest = dest_of(key)?;
+    let failed = e.timeout.count + e.abandoned.count;
+    if failed == 0 {
+        return None;
+    }
+    let q = ctx.facts.queues.get(&(e.netns, dest))?;
+    let full_now = q.backlog > 0 && q.queue >= q.backlog;
+    let dropped = match q.drops_in_window {
+        Some(n) => n,
+        None if full_now => q.drops_total,
+        None => 0,
+    };
+    if dropped == 0 {
+        return None;
+    }
+    let who = q.owner.as_ref().map_or_else(
+        || "the listening process".to_owned(),
+        |(pid, name)| format!("{name} (pid {pid})"),
+    );
+    let port = q.listener.port();
+    let mut text = vec![
+        format!(
+            "{} to a listener on this host ({})",
+            share(failed, e, "timed out or abandoned"),
+            q.listener
+        ),
+        format!(
+            "its accept queue: {} waiting, limit {}; {} dropped {}",
+            q.queue,
+            q.backlog,
+            plural(u64::from(dropped), "SYN"),
+            if q.drops_in_window.is_some() {
+                "while diagnose watched"
+            } else {
+                "since it started listening"
+            }
+        ),
+    ];
+    text.push(format!("listening process: {who}"));
+    Some(
+        Draft {
+            rule: "accept_queue_full",
+            layer: Layer::Service,
+            cause: "accept_queue_full",
+            confidence: Confidence::High,
+            summary: format!(
+                "the accept queue of port {port} is full (backlog {}): {} dropped; {who} does not accept connections as fast as they come",
+                q.backlog,
+                plural(u64::from(dropped), "SYN")
+            ),
+            weight: failed,
+        }
+        .with(
+            json!({
+                "listener": q.listener.to_string(),
+                "queue": q.queue,
+                "backlog": q.backlog,
+                "syns_dropped": dropped,
+                "syns_dropped_in_window": q.drops_in_window,
+                "syns_dropped_total": q.drops_total,
+                "process": q.owner.as_ref().map(|(pid, name)| json!({"pid": pid, "name": name})),
+            }),
+            text,
+            vec![
+                format!("see why {who} does not accept: stuck, too few workers, blocked on something"),
+                "raise its listen() backlog (and net.core.somaxconn) if bursts outgrow the queue".to_owned(),
+            ],
+        ),
+    )
+}
+
 /// What a drop reason of the kernel means on the host that dropped, and where to look.
 fn drop_meaning(reason: &str) -> (&'static str, &'static str) {
     match reason {
@@ -1224,6 +1299,48 @@ mod tests {
         e.details.local_drops = 3;
         e.details.drop_reason = Some(reason.into());
         e
+    }
+
+    fn queue(drops_in_window: Option<u32>, queue: u32, drops_total: u32) -> Facts {
+        let mut f = Facts::default();
+        f.queues.insert(
+            (NS, DEST.parse().unwrap()),
+            crate::diagnose::QueueFact {
+                listener: "0.0.0.0:80".parse().unwrap(),
+                queue,
+                backlog: 1,
+                drops_in_window,
+                drops_total,
+                owner: Some((4242, "slowd".into())),
+            },
+        );
+        f
+    }
+
+    #[test]
+    fn a_full_accept_queue_on_this_host_is_the_services() {
+        let timeouts = vec![connect(Reason::Timeout, DEST, 3000); 3];
+        let v = run(accept_queue_full, &timeouts, &queue(Some(9), 1, 12)).unwrap();
+        assert_eq!(
+            (v.layer, v.cause, v.confidence),
+            (Layer::Service, "accept_queue_full", Confidence::High)
+        );
+        assert!(
+            v.summary
+                .contains("accept queue of port 80 is full (backlog 1): 9 SYNs dropped"),
+            "{}",
+            v.summary
+        );
+        assert!(v.summary.contains("slowd (pid 4242)"), "{}", v.summary);
+        assert_eq!(v.evidence["syns_dropped_in_window"], 9);
+        // No drops in the window: nothing to say; unknown start: only if full now.
+        assert!(run(accept_queue_full, &timeouts, &queue(Some(0), 1, 12)).is_none());
+        assert!(run(accept_queue_full, &timeouts, &queue(None, 0, 12)).is_none());
+        let v = run(accept_queue_full, &timeouts, &queue(None, 1, 12)).unwrap();
+        assert_eq!(v.evidence["syns_dropped"], 12);
+        // Only timeouts and abandoned connects are about a queue.
+        let refused = vec![connect(Reason::Refused, DEST, 1); 3];
+        assert!(run(accept_queue_full, &refused, &queue(Some(9), 1, 12)).is_none());
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn resolve_offsets_with(
         sock_error_queue_len: at("sock", "sk_error_queue.qlen", 4)?,
         tcp_segs_out: at("tcp_sock", "segs_out", 4)?,
         tcp_bytes_received: at("tcp_sock", "bytes_received", 8)?,
-        tcp_bytes_acked: at("tcp_sock", "bytes_acked", 8)?,
+        tcp_bytes_sent: at("tcp_sock", "bytes_sent", 8)?,
         tcp_lsndtime: at("tcp_sock", "lsndtime", 4)?,
         tcp_lrcvtime: at("tcp_sock", "inet_conn.icsk_ack.lrcvtime", 4)?,
         net_inum: at("net", "ns.inum", 4)?,
