@@ -150,3 +150,82 @@ fn a_full_accept_queue_is_the_services_fault() {
     );
     assert_eq!(evidence["process"]["name"], "nginx", "{finding:#}");
 }
+
+/// A server (Python's socket module) that aborts every connection it accepts (SO_LINGER
+/// 0: its close sends a RST), met by curl: the resets it sends are followed on the
+/// accepted connections and attributed to it, whether it listened before conntrace
+/// started (found at start) or after (seen at its listen()). diagnose puts them on it.
+#[test]
+fn resets_on_accepted_connections_are_the_listeners() {
+    require_root();
+    let pair = Pair::new("aborts");
+    let server_code = |port: u16| {
+        python(&format!(
+            "import socket, struct\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {port})); s.listen(16); print('listening', flush=True)\n\
+             while True:\n\
+             \x20   c, _ = s.accept(); c.recv(1024)\n\
+             \x20   c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()\n"
+        ))
+    };
+    let wait_listening = |port: u16| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !pair.server.listens_on(port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // One server before conntrace starts, one after.
+    let mut before = pair.server.start_client(&argv(&server_code(8081)));
+    wait_listening(8081);
+    let tracer = Tracer::start(&pair.server.path(), &["--accepted"]);
+    let mut after = pair.server.start_client(&argv(&server_code(8082)));
+    wait_listening(8082);
+    for port in [8081, 8082, 8081, 8082] {
+        let run = pair
+            .client
+            .run_client(&argv(&curl(&format!("http://{SERVER_V4}:{port}/"), 5)));
+        assert_ne!(run.exit_code, Some(0), "the server resets");
+    }
+    let all = tracer.stop();
+    let pid_of = |child: &std::process::Child| child.id();
+    for (server, port) in [(&before, 8081), (&after, 8082)] {
+        let resets: Vec<&Value> = records(&all, "reset")
+            .into_iter()
+            .filter(|r| r["destination"]["port"] == port)
+            .collect();
+        assert_eq!(resets.len(), 2, "port {port}: {all:#?}");
+        for r in resets {
+            assert_eq!(r["event"]["reason"], "sent", "{r}");
+            assert_eq!(r["conntrace"]["direction"], "inbound", "{r}");
+            assert_eq!(r["process"]["pid"], pid_of(server), "the listener: {r}");
+            assert_eq!(r["process"]["name"], "python3", "{r}");
+            assert_eq!(r["destination"]["ip"], SERVER_V4, "{r}");
+            assert_eq!(
+                r["source"]["ip"],
+                harness::netns::CLIENT_V4,
+                "the client: {r}"
+            );
+        }
+    }
+
+    let diagnose = Diagnose::start(&pair.server.path(), 60, &[]);
+    for _ in 0..3 {
+        pair.client
+            .run_client(&argv(&curl(&format!("http://{SERVER_V4}:8081/"), 5)));
+    }
+    let report = diagnose.stop();
+    let finding = report.finding(&format!("{SERVER_V4}:8081"));
+    assert_eq!(
+        (finding["layer"].as_str(), finding["cause"].as_str()),
+        (Some("service"), Some("service_resets_connections")),
+        "{finding:#}"
+    );
+    assert_eq!(finding["evidence"]["resets_sent"], 3, "{finding:#}");
+    let _ = before.kill();
+    let _ = after.kill();
+}

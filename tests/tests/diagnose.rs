@@ -332,7 +332,10 @@ fn resets_name_the_idle_timeout_their_ages_suggest() {
     assert_verdict(f, "service", "peer_reset");
     assert_eq!(f["confidence"], "high");
     assert_counts(f, 3, 3, "", 0);
-    assert_eq!(f["counts"]["resets"], json!({"received": 3, "sent": 0}));
+    assert_eq!(
+        f["counts"]["resets"],
+        json!({"received": 3, "sent": 0, "after_peer_fin": 0})
+    );
     assert_eq!(f["harm"], 3);
     let idle = f["evidence"]["suggested_idle_timeout_ns"]
         .as_u64()

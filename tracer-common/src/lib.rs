@@ -33,6 +33,11 @@ pub mod maps {
     pub const FAILED_SOCKS: &str = "FAILED_SOCKS";
     /// LPM trie of destination prefixes for `--dest` (IPv4 stored IPv4-mapped).
     pub const DEST_FILTER: &str = "DEST_FILTER";
+    /// [`crate::ListenerKey`] → [`crate::Owner`]: who listens on a port, so that a
+    /// connection accepted in softirq can be attributed to the listening process. Filled
+    /// at each listen() (in the listener's context) and, for listeners older than the run,
+    /// by userspace at start; an LRU map (a port nobody listens on any more is harmless).
+    pub const LISTENERS: &str = "LISTENERS";
 }
 
 /// Ring buffers the object declares; [`Config::rings`] says how many are in use.
@@ -50,6 +55,8 @@ pub mod defaults {
     pub const MAX_CONNECT_CALLS: u32 = 16_384;
     /// Failed sockets still open at once.
     pub const MAX_FAILED_SOCKS: u32 = 65_536;
+    /// Listening ports remembered with their process.
+    pub const MAX_LISTENERS: u32 = 16_384;
     /// `--dest` prefixes.
     pub const MAX_DEST_PREFIXES: u32 = 64;
     /// Records waiting before the kernel wakes the reader ([`crate::Config::wakeup_batch`]):
@@ -234,8 +241,9 @@ pub struct Conn {
     pub proc_start_ns: u64,
     /// When the peer's FIN arrived (ESTABLISHED→CLOSE_WAIT), CLOCK_MONOTONIC; 0 if not.
     pub fin_ns: u64,
-    /// How long the connection had carried no data when the peer's FIN arrived, ns.
-    pub idle_before_fin_ns: u64,
+    /// How long the connection had carried no data when the peer's FIN arrived, in
+    /// jiffies (the kernel keeps those times in jiffies; userspace knows its HZ).
+    pub idle_before_fin_jiffies: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     /// Process (thread group) id of the task that called connect(); 0 for accepted ones.
@@ -276,7 +284,7 @@ impl Conn {
         cgroup_v1_id: 0,
         proc_start_ns: 0,
         fin_ns: 0,
-        idle_before_fin_ns: 0,
+        idle_before_fin_jiffies: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         tgid: 0,
@@ -331,6 +339,35 @@ impl Event {
         _pad: [0; 2],
     };
 }
+
+/// A listening port in a network namespace (key of `LISTENERS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
+
+/// The process behind a socket, as [`Conn`] records it (value of `LISTENERS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub cgroup_id: u64,
+    pub cgroup_v1_id: u64,
+    /// CLOCK_BOOTTIME ns of the process's start.
+    pub proc_start_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<Owner>() == 56);
 
 /// A thread inside `connect()` (value in `CONNECT_CALLS`), for the return hooks that cannot
 /// see the call's arguments (kretprobe, syscall tracepoints).
@@ -467,8 +504,7 @@ pub struct Config {
     /// `enum cgroup_subsys_id` value of the memory controller (from BTF), for
     /// [`Conn::cgroup_v1_id`].
     pub memory_cgrp_id: u32,
-    /// Nanoseconds per jiffy (the kernel's HZ), for [`Conn::idle_before_fin_ns`].
-    pub ns_per_jiffy: u32,
+    pub _pad0: u32,
     /// Only this destination port; 0: any.
     pub dport: u16,
     /// 1: only destinations in the `DEST_FILTER` trie.
@@ -520,6 +556,8 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::ConnectCall {}
+    unsafe impl aya::Pod for super::ListenerKey {}
+    unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::SyscallOffsets {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Config {}

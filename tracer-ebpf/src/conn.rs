@@ -4,7 +4,8 @@
 //! socket's destruction) takes it out again.
 use aya_ebpf::{helpers::generated::bpf_jiffies64, maps::HashMap};
 use tracer_common::{
-    AF_INET, AF_INET6, Conn, IPPROTO_TCP, connect_hook, counter, errno, flag, kind, tcp_state,
+    AF_INET, AF_INET6, Conn, IPPROTO_TCP, ListenerKey, Owner, connect_hook, counter, errno, flag,
+    kind, tcp_state,
 };
 
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
         task_passes,
     },
     kernel::{self, Tuple},
-    maps::{CONNECTING, ESTABLISHED, FAILED_SOCKS},
+    maps::{CONNECTING, ESTABLISHED, FAILED_SOCKS, LISTENERS},
 };
 
 /// Whether a hook on connect()'s return reports the failures before any SYN.
@@ -140,8 +141,36 @@ pub fn on_established(sk: u64) -> Result<(), i64> {
     tuple.map(|_| ())
 }
 
+/// CLOSE→LISTEN, inside listen(), in the listening process: remembered by port, for the
+/// connections it will accept.
+pub fn on_listen(sk: u64) -> Result<(), i64> {
+    if globals::config().follow_accepted == 0 || kernel::sock_protocol(sk) != IPPROTO_TCP {
+        return Ok(());
+    }
+    let key = ListenerKey {
+        netns: kernel::sock_netns(sk),
+        port: u16::from_be(kernel::read::<u16>(sk, globals::kernel().sock_sport)?),
+        _pad: 0,
+    };
+    let task = current_task();
+    let conn = scratch(Scratch::StateMachine).ok_or(0)?;
+    fill_current(conn, &task);
+    let owner = Owner {
+        cgroup_id: conn.cgroup_id,
+        cgroup_v1_id: conn.cgroup_v1_id,
+        proc_start_ns: conn.proc_start_ns,
+        tgid: conn.tgid,
+        tid: conn.tid,
+        uid: conn.uid,
+        _pad: 0,
+        comm: conn.comm,
+    };
+    let _ = LISTENERS.insert(&key, &owner, 0);
+    Ok(())
+}
+
 /// SYN_RECV→ESTABLISHED: a listener on this host accepted a connection. Runs in softirq:
-/// the process is not known here (userspace finds the listener's).
+/// the process is the one that listens on the port, when it is known.
 pub fn on_accepted(sk: u64) -> Result<(), i64> {
     let config = globals::config();
     if config.follow_accepted == 0 || kernel::sock_protocol(sk) != IPPROTO_TCP {
@@ -158,6 +187,21 @@ pub fn on_accepted(sk: u64) -> Result<(), i64> {
     conn.established_ns = conn.start_ns;
     conn.flags = flag::ESTABLISHED | flag::ACCEPTED;
     store_tuple(conn, &kernel::sock_tuple(sk)?);
+    let key = ListenerKey {
+        netns,
+        port: conn.sport,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied field by field while this program runs.
+    if let Some(owner) = unsafe { LISTENERS.get(&key) } {
+        conn.tgid = owner.tgid;
+        conn.tid = owner.tid;
+        conn.uid = owner.uid;
+        conn.cgroup_id = owner.cgroup_id;
+        conn.cgroup_v1_id = owner.cgroup_v1_id;
+        conn.proc_start_ns = owner.proc_start_ns;
+        conn.comm = owner.comm;
+    }
     established().insert(sk, conn);
     Ok(())
 }
@@ -246,7 +290,14 @@ fn emit_close(sk: u64, conn: &Conn, old: u8) -> Result<(), i64> {
     // connection's end: no loss, and no close unless it carries something to report.
     let was_reset = conn.flags & flag::RESET_RECEIVED != 0;
     let lost = err != 0 && !was_reset;
-    let worth = conn.retransmits > 0
+    // Straight from ESTABLISHED or CLOSE_WAIT to CLOSE with no error and no RST received
+    // is an abortive close (SO_LINGER 0, unread data at close()): the kernel changes the
+    // state first and sends its RST next, when the connection is no longer followed; it
+    // is reported here, as the reset this host sends.
+    let aborted =
+        !lost && !was_reset && matches!(old, tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT);
+    let worth = aborted
+        || conn.retransmits > 0
         || conn.local_drops > 0
         || (globals::config().emit_closed != 0 && !was_reset);
     if !lost && !worth {
@@ -255,7 +306,13 @@ fn emit_close(sk: u64, conn: &Conn, old: u8) -> Result<(), i64> {
     let (received, sent) = kernel::tcp_bytes(sk);
     emit(|e| {
         e.conn = *conn;
-        e.kind = if lost { kind::LOST } else { kind::CLOSED };
+        e.kind = if lost {
+            kind::LOST
+        } else if aborted {
+            kind::RESET_SENT
+        } else {
+            kind::CLOSED
+        };
         e.state = old;
         e.errno = if lost { err } else { 0 };
         e.bytes_received = received;
@@ -274,8 +331,7 @@ pub fn on_peer_fin(sk: u64) -> Result<(), i64> {
     let jiffies = unsafe { bpf_jiffies64() };
     conn.fin_ns = now();
     conn.flags |= flag::PEER_FIN;
-    conn.idle_before_fin_ns = u64::from(kernel::tcp_idle_jiffies(sk, jiffies))
-        * u64::from(globals::config().ns_per_jiffy);
+    conn.idle_before_fin_jiffies = u64::from(kernel::tcp_idle_jiffies(sk, jiffies));
     Ok(())
 }
 

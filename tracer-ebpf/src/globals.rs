@@ -68,7 +68,7 @@ static CONFIG: Config = Config {
     pid: 0,
     netns: 0,
     memory_cgrp_id: 0,
-    ns_per_jiffy: 0,
+    _pad0: 0,
     dport: 0,
     dest_filter: 0,
     comm_filter: 0,

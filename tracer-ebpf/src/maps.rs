@@ -1,10 +1,11 @@
 //! Every map is bounded; userspace may resize them at load time (`map_max_entries`).
+use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use tracer_common::{Conn, ConnectCall, DestKey, counter, defaults};
+use tracer_common::{Conn, ConnectCall, DestKey, ListenerKey, Owner, counter, defaults};
 
 // The event rings: a record goes to ring `cpu % Config::rings` (see `helpers::emit`).
 #[map]
@@ -43,3 +44,7 @@ pub static FAILED_SOCKS: HashMap<u64, u8> =
 #[map]
 pub static DEST_FILTER: LpmTrie<DestKey, u8> =
     LpmTrie::with_max_entries(defaults::MAX_DEST_PREFIXES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static LISTENERS: LruHashMap<ListenerKey, Owner> =
+    LruHashMap::with_max_entries(defaults::MAX_LISTENERS, 0);

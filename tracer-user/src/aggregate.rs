@@ -130,6 +130,9 @@ impl Ord for WorkloadId {
 pub struct Key {
     pub workload: Option<WorkloadId>,
     pub destination: Option<SocketAddr>,
+    /// Connections the workload accepted (it listens on `destination`), apart from those
+    /// it made.
+    pub inbound: bool,
 }
 
 impl Key {
@@ -625,6 +628,7 @@ impl Aggregator {
         let exact = Key {
             workload: Some(workload),
             destination: Some(e.destination),
+            inbound: e.details.accepted,
         };
         if self.entries.contains_key(&exact) {
             return exact;
@@ -648,6 +652,7 @@ impl Aggregator {
         Key {
             workload: None,
             destination: None,
+            inbound: false,
         }
     }
 
@@ -788,6 +793,7 @@ pub(crate) mod tests {
                 identity: None,
             }),
             destination: Some(dest.parse().unwrap()),
+            inbound: false,
         }
     }
 
@@ -1037,6 +1043,7 @@ pub(crate) mod tests {
             .get(&Key {
                 workload: None,
                 destination: None,
+                inbound: false,
             })
             .unwrap();
         // w0 has the one exact entry; w0 to w63 have an `other` entry of their own; the

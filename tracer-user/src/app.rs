@@ -20,13 +20,14 @@ use crate::{
 };
 
 /// What the aggregating commands need from the kernel: every connect (successes too, for
-/// failure rates and latencies) and every close (for retransmit rates). What `trace`
+/// failure rates and latencies), every close (for retransmit rates), and the connections
+/// listeners on this host accept (for the resets services send and receive). What `trace`
 /// prints is still filtered by its printer.
 const AGGREGATE_EMIT: Emit = Emit {
     successes: true,
     closes: true,
     retransmits: false,
-    accepted: false,
+    accepted: true,
 };
 
 /// `conntrace trace`; with `--summary-interval`, summaries too.
@@ -41,6 +42,7 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
     let emit = if summary_every.is_some() {
         Emit {
             retransmits: config.retransmits,
+            accepted: config.accepted,
             ..AGGREGATE_EMIT
         }
     } else {
@@ -48,7 +50,7 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
             successes: config.all,
             closes: config.all,
             retransmits: config.retransmits,
-            accepted: false,
+            accepted: config.accepted,
         }
     };
     let tracer = start(&config.filters, &config.tuning, emit)?;

@@ -20,6 +20,8 @@ pub struct Context {
     pub boot_to_unix_ns: i128,
     /// The kernel's drop reasons by value (they differ between kernels).
     pub drop_reasons: BTreeMap<u32, String>,
+    /// Nanoseconds per jiffy (the kernel's tick, `CONFIG_HZ`).
+    pub ns_per_jiffy: u64,
 }
 
 /// Classifies a record. `None` for a record of a kind we do not know (a newer eBPF object
@@ -53,7 +55,15 @@ pub fn classify(e: &Event, ctx: &Context) -> Option<ConnEvent> {
     } else {
         None
     };
-    let has_source = e.kind != kind::CONNECT_LOCAL_ERROR && c.sport != 0;
+    let local = SocketAddr::new(ip_of(c.family, &c.saddr), c.sport);
+    let peer = SocketAddr::new(ip_of(c.family, &c.daddr), c.dport);
+    // ECS: the source opened the connection. Ours, unless a listener here accepted it.
+    let (source, destination) = if c.flags & flag::ACCEPTED != 0 {
+        (Some(peer), local)
+    } else {
+        let has_source = e.kind != kind::CONNECT_LOCAL_ERROR && c.sport != 0;
+        (has_source.then_some(local), peer)
+    };
     Some(ConnEvent {
         time_ns: to_unix_ns(e.ts_ns, ctx.boot_to_unix_ns),
         action,
@@ -71,8 +81,8 @@ pub fn classify(e: &Event, ctx: &Context) -> Option<ConnEvent> {
             start_boottime_ns: c.proc_start_ns,
             ..Process::default()
         },
-        source: has_source.then(|| SocketAddr::new(ip_of(c.family, &c.saddr), c.sport)),
-        destination: SocketAddr::new(ip_of(c.family, &c.daddr), c.dport),
+        source,
+        destination,
         netns: c.netns,
         syn_retransmits: c.syn_retransmits,
         retransmits: c.retransmits,
@@ -97,7 +107,7 @@ fn details(e: &Event, ctx: &Context, after_connect: bool) -> Details {
         sent: e.bytes_sent,
     });
     let peer_fin = (c.flags & flag::PEER_FIN != 0 && c.fin_ns != 0).then(|| PeerFin {
-        idle_before_ns: c.idle_before_fin_ns,
+        idle_before_ns: c.idle_before_fin_jiffies.saturating_mul(ctx.ns_per_jiffy),
         since_ns: e.ts_ns.saturating_sub(c.fin_ns),
     });
     Details {
@@ -182,6 +192,7 @@ mod tests {
         Context {
             boot_to_unix_ns: offset,
             drop_reasons: BTreeMap::from([(12, "NETFILTER_DROP".to_owned())]),
+            ns_per_jiffy: 4_000_000,
         }
     }
 
@@ -328,7 +339,7 @@ mod tests {
         e.conn.established_ns = 1_000_000_000;
         e.conn.flags = flag::ESTABLISHED | flag::PEER_FIN;
         e.conn.fin_ns = 4_000_000_000;
-        e.conn.idle_before_fin_ns = 2_900_000_000;
+        e.conn.idle_before_fin_jiffies = 725;
         e.state = tcp_state::CLOSE_WAIT;
         e.bytes_received = 513;
         e.bytes_sent = 100;
@@ -351,6 +362,21 @@ mod tests {
                 .details
                 .bytes
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn an_accepted_connection_goes_from_its_client_to_this_listener() {
+        let mut e = record(kind::RESET_SENT, 0);
+        e.conn.flags = flag::ESTABLISHED | flag::ACCEPTED;
+        e.conn.established_ns = 1;
+        let c = classify(&e, &at(0)).unwrap();
+        assert!(c.details.accepted);
+        assert_eq!(c.source, Some("10.0.0.2:80".parse().unwrap()), "the client");
+        assert_eq!(
+            c.destination,
+            "10.0.0.1:40000".parse().unwrap(),
+            "the listener"
         );
     }
 

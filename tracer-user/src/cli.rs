@@ -115,6 +115,11 @@ pub struct TraceArgs {
     #[arg(long)]
     pub retransmits: bool,
 
+    /// Also follow the connections that listeners on this host accept: their resets and
+    /// losses, attributed to the listening process, with source = the client.
+    #[arg(long)]
+    pub accepted: bool,
+
     /// Add each process's arguments to its records (from /proc/PID/cmdline, with
     /// passwords, tokens, keys and URL credentials redacted, at most 4 KiB per process).
     /// Off by default: arguments often carry secrets.

@@ -192,6 +192,7 @@ pub async fn run(
         kernel: crate::classify::Context {
             boot_to_unix_ns: monotonic_to_unix_ns(),
             drop_reasons: tracer.drop_reasons.clone(),
+            ns_per_jiffy: tracer.ns_per_jiffy,
         },
         counts: Counts::default(),
         procs: Enricher::new(enrich),

@@ -326,6 +326,8 @@ pub struct TraceConfig {
     /// `None`: stats only at exit.
     pub stats_interval: Option<Duration>,
     pub retransmits: bool,
+    /// Follow accepted connections too (`--accepted`).
+    pub accepted: bool,
     pub args: bool,
 }
 
@@ -347,6 +349,7 @@ impl TraceConfig {
                 .transpose()?,
             stats_interval: interval("--stats-interval", args.stats_interval, true)?,
             retransmits: args.retransmits,
+            accepted: args.accepted,
             args: args.args,
         })
     }

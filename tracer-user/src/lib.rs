@@ -21,6 +21,7 @@ pub mod enrich;
 pub mod errno;
 pub mod exit;
 pub mod kernel;
+pub mod listeners;
 pub mod loader;
 pub mod model;
 pub mod netns;

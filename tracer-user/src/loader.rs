@@ -15,7 +15,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use tracer_common::{
-    Config, DestKey, MAX_RINGS, SyscallOffsets, connect_hook, counter, globals,
+    Config, DestKey, ListenerKey, MAX_RINGS, Owner, SyscallOffsets, connect_hook, counter, globals,
     hooks::{self, Attach, Hook, When},
     maps,
 };
@@ -103,6 +103,8 @@ pub struct Tracer {
     pub kernel_release: String,
     /// Names of the kernel's drop reasons, by value (they differ between kernels).
     pub drop_reasons: BTreeMap<u32, String>,
+    /// Nanoseconds per jiffy (the kernel's `CONFIG_HZ`): TCP keeps some times in jiffies.
+    pub ns_per_jiffy: u64,
 }
 
 /// What is the same for every load attempt.
@@ -112,7 +114,14 @@ struct Plan<'a> {
     emit: Emit,
     layout: btf::KernelLayout,
     syscall_offsets: Option<SyscallOffsets>,
-    hz: u32,
+}
+
+impl Plan<'_> {
+    /// Connections accepted here are followed when asked for, unless a process filter is
+    /// on (an accepted connection has no connecting process to match).
+    fn follows_accepted(&self) -> bool {
+        self.emit.accepted && self.filters.pid.is_none() && self.filters.comm.is_none()
+    }
 }
 
 /// Loads and attaches everything, or says in one line why it cannot.
@@ -127,6 +136,7 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     }
     privileges::check()?;
     privileges::raise_memlock();
+    let hz = kernel::HzProbe::start();
     let layout = btf::kernel_layout(std::path::Path::new(btf::VMLINUX))?;
     let syscall_offsets = match tuning.connect_hook {
         ConnectHookChoice::Syscalls => {
@@ -141,7 +151,6 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
         emit,
         layout,
         syscall_offsets,
-        hz: kernel::hz(),
     };
     let candidates: &[ConnectHook] = match tuning.connect_hook {
         ConnectHookChoice::Auto => &ConnectHook::AUTO,
@@ -154,7 +163,10 @@ pub fn load(filters: &Filters, tuning: &Tuning, emit: Emit) -> anyhow::Result<Tr
     for &hook in candidates {
         match load_with(&plan, hook) {
             Ok(ebpf) => {
-                let tracer = finish(ebpf, &plan, hook, fallbacks);
+                let tracer = finish(ebpf, &plan, hook, fallbacks).map(|mut t| {
+                    t.ns_per_jiffy = hz.ns_per_jiffy();
+                    t
+                });
                 release_startup_memory();
                 return tracer;
             }
@@ -274,6 +286,9 @@ fn finish(
         ebpf.take_map(maps::COUNTERS)
             .context("map COUNTERS missing")?,
     )?;
+    if plan.follows_accepted() {
+        seed_listeners(&mut ebpf);
+    }
     Ok(Tracer {
         rings,
         held_back: plan.tuning.wakeup_batch > 0,
@@ -287,7 +302,27 @@ fn finish(
         hook_fallbacks,
         kernel_release: kernel::release(),
         drop_reasons: plan.layout.drop_reason_names.iter().cloned().collect(),
+        ns_per_jiffy: 4_000_000,
     })
+}
+
+/// Tells the kernel side who listens now: it learns later listeners at their listen(),
+/// and attributes accepted connections by port.
+fn seed_listeners(ebpf: &mut Ebpf) {
+    let Some(map) = ebpf.map_mut(maps::LISTENERS) else {
+        return;
+    };
+    let Ok(mut map) = aya::maps::HashMap::<_, ListenerKey, Owner>::try_from(map) else {
+        tracing::debug!("map LISTENERS has an unexpected type");
+        return;
+    };
+    let found = crate::listeners::current();
+    tracing::debug!("{} listeners found at start", found.len());
+    for (key, owner) in found {
+        if let Err(e) = map.insert(key, owner, 0) {
+            tracing::debug!("remember listener on port {}: {e}", key.port);
+        }
+    }
 }
 
 /// Rings in use: one per four CPUs, at most [`MAX_RINGS`], unless `--rings` says.
@@ -318,7 +353,7 @@ fn kernel_config(plan: &Plan<'_>, hook: ConnectHook) -> Config {
         pid: filters.pid.unwrap_or(0),
         netns: filters.netns.unwrap_or(0),
         memory_cgrp_id: layout.memory_cgrp_id.unwrap_or(0),
-        ns_per_jiffy: 1_000_000_000 / plan.hz.max(1),
+        _pad0: 0,
         dport: filters.port.unwrap_or(0),
         dest_filter: u8::from(!filters.dests.is_empty()),
         comm_filter: u8::from(comm.is_some()),
@@ -331,9 +366,7 @@ fn kernel_config(plan: &Plan<'_>, hook: ConnectHook) -> Config {
         read_cgroup_v1: u8::from(
             layout.memory_cgrp_id.is_some() && std::path::Path::new(CGROUP_V1_MEMORY).is_dir(),
         ),
-        follow_accepted: u8::from(
-            plan.emit.accepted && filters.pid.is_none() && filters.comm.is_none(),
-        ),
+        follow_accepted: u8::from(plan.follows_accepted()),
         retransmit_has_err: u8::from(layout.retransmit_has_err),
         _pad: [0; 3],
         comm: comm.unwrap_or_default(),

@@ -300,7 +300,13 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
 /// details, Kubernetes identity, terminal escaping) check userspace's handling of the same
 /// records, which the kernel does not change; under software emulation each test costs
 /// tens of seconds, so they run on this kernel only.
-const VM_SUITES: [&str; 5] = ["connect_outcomes", "real_clients", "causes", "diagnose", "cli"];
+const VM_SUITES: [&str; 5] = [
+    "connect_outcomes",
+    "real_clients",
+    "causes",
+    "diagnose",
+    "cli",
+];
 
 /// (hook, suite, test-name filters): the scenarios rerun with another connect hook.
 const VM_HOOK_PASSES: [(&str, &str, &str); 3] = [

@@ -3,7 +3,7 @@
 //! connecting process) to its →CLOSE, and every outcome is decided on a transition.
 //! Transitions that matter to no one return before any kernel read.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tracer_common::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, SYN_RECV, SYN_SENT};
+use tracer_common::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN, SYN_RECV, SYN_SENT};
 
 use crate::conn;
 
@@ -23,6 +23,7 @@ fn try_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
         (SYN_SENT, ESTABLISHED) => conn::on_established(sk),
         (SYN_SENT, CLOSE) => conn::on_connect_closed(sk),
         (SYN_RECV, ESTABLISHED) => conn::on_accepted(sk),
+        (CLOSE, LISTEN) => conn::on_listen(sk),
         (ESTABLISHED, CLOSE_WAIT) => conn::on_peer_fin(sk),
         (_, CLOSE) => conn::on_closed(sk, old),
         _ => Ok(()),

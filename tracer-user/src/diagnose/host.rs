@@ -237,6 +237,10 @@ pub fn survey(census: Census, wanted: Vec<SocketAddr>) -> std::io::Result<Survey
 /// One namespace: entered if possible, else through a process inside it. `Err(true)`
 /// when entering was denied for want of a privilege.
 fn read_namespace(ns: &NetnsRef, wanted: &[SocketAddr]) -> Result<NetnsView, bool> {
+    // The survey thread's own namespace needs no entering (and no privilege).
+    if std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == ns.inode) {
+        return Ok(read_entered(ns.inode, wanted));
+    }
     let mut denied = false;
     for file in &ns.files {
         match enter(file, ns.inode) {

@@ -224,6 +224,10 @@ pub const RULES: &[Rule] = &[
         check: rules::closed_before_reply,
     },
     Rule {
+        id: "accepted_resets",
+        check: rules::accepted_resets,
+    },
+    Rule {
         id: "connection_lost",
         check: rules::connection_lost,
     },
@@ -271,7 +275,10 @@ pub fn diagnose<'a>(ctx: &Context<'a>) -> Vec<Finding<'a>> {
                 key,
                 entry,
                 verdicts,
-                harm: entry.failures() + entry.resets_received + entry.lost_total(),
+                harm: entry.failures()
+                    + entry.resets_received
+                    + entry.lost_total()
+                    + if key.inbound { entry.resets_sent } else { 0 },
             })
         })
         .collect();

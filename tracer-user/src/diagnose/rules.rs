@@ -62,6 +62,62 @@ fn dest_of(key: &Key) -> Option<SocketAddr> {
     key.destination
 }
 
+/// The destination of an entry of connections the workload made (not accepted).
+fn outbound_dest(key: &Key) -> Option<SocketAddr> {
+    key.destination.filter(|_| !key.inbound)
+}
+
+/// Resets on connections a listener on this host accepted: sent by the service (it aborts
+/// connections: a crash, a close with SO_LINGER 0, shedding load) or by its clients (they
+/// give up on it, usually waiting for a reply).
+pub fn accepted_resets(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
+    let service = key.destination.filter(|_| key.inbound)?;
+    let (sent, received) = (e.resets_sent, e.resets_received);
+    if sent + received == 0 {
+        return None;
+    }
+    let who = key.workload_label();
+    let (cause, summary) = if sent >= received {
+        (
+            "service_resets_connections",
+            format!(
+                "{who}, listening on {service}, resets connections it accepted ({}): it aborts them — a crash, a close with SO_LINGER 0, or shedding load",
+                plural(sent, "reset")
+            ),
+        )
+    } else {
+        (
+            "clients_reset_connections",
+            format!(
+                "the clients of {who} on {service} reset {} to it: they give up on it, usually waiting for a reply that is too slow",
+                plural(received, "connection")
+            ),
+        )
+    };
+    Some(
+        Draft {
+            rule: "accepted_resets",
+            layer: Layer::Service,
+            cause,
+            confidence: Confidence::Medium,
+            summary,
+            weight: sent + received,
+        }
+        .with(
+            json!({"resets_sent": sent, "resets_received": received, "listener": service.to_string()}),
+            vec![format!(
+                "on connections accepted on {service}: {} sent by {who}, {} received from clients",
+                plural(sent, "reset"),
+                plural(received, "reset")
+            )],
+            vec![
+                format!("the service's log around the resets (errors, restarts, connection limits) for {service}"),
+                "the clients' timeouts, when it is they that reset".to_owned(),
+            ],
+        ),
+    )
+}
+
 /// `3 of 5 attempts refused`.
 fn share(n: u64, e: &Entry, what: &str) -> String {
     format!("{n} of {} {what}", plural(e.attempts, "attempt"))
@@ -828,7 +884,7 @@ fn port_evidence(
 
 /// The peer resets established connections; clustered ages point at an idle timeout.
 pub fn peer_reset(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
-    let dest = dest_of(key)?;
+    let dest = outbound_dest(key)?;
     // Resets after the peer's own FIN are stale keep-alive reuse, `stale_keepalive`'s.
     let aborts = e.resets_received.saturating_sub(e.stale_reuse.count);
     if aborts == 0 {
@@ -900,7 +956,7 @@ pub fn peer_reset(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
 /// later and got a reset. Intermittent "connection reset by peer" that looks like a flaky
 /// backend, where the fix is the client pool's idle timeout.
 pub fn stale_keepalive(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
-    let dest = dest_of(key)?;
+    let dest = outbound_dest(key)?;
     let s = &e.stale_reuse;
     if s.count == 0 {
         return None;
@@ -982,7 +1038,7 @@ pub const CLOSED_BEFORE_REPLY_MIN: u64 = 3;
 /// mismatch (TLS to a plain port, plain to a TLS one), or an overloaded server shedding
 /// connections it cannot serve.
 pub fn closed_before_reply(key: &Key, e: &Entry, _ctx: &Context<'_>) -> Option<Verdict> {
-    let dest = dest_of(key)?;
+    let dest = outbound_dest(key)?;
     let n = e.closed_before_reply;
     if n < CLOSED_BEFORE_REPLY_MIN || n * 2 < e.ends_with_bytes {
         return None;

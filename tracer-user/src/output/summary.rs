@@ -254,6 +254,10 @@ pub struct EntryObj {
     pub netns: u32,
     /// A folded entry: `destination` (and, for the catch-all, the workload) is `other`.
     pub folded: bool,
+    /// `inbound` for connections the workload accepted (it listens on `destination`);
+    /// absent for those it made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
     #[serde(flatten)]
     pub counts: CountsObj,
 }
@@ -270,6 +274,7 @@ pub fn entry_obj(key: &Key, e: &Entry) -> EntryObj {
             .filter(|&id| id != 0),
         netns: e.netns,
         folded: key.destination.is_none(),
+        direction: key.inbound.then_some("inbound"),
         counts: counts(e),
     }
 }
