@@ -165,7 +165,7 @@ pub fn on_listen(sk: u64) -> Result<(), i64> {
         _pad: 0,
         comm: conn.comm,
     };
-    let _ = LISTENERS.insert(&key, &owner, 0);
+    let _ = LISTENERS.insert(key, owner, 0);
     Ok(())
 }
 
@@ -193,7 +193,7 @@ pub fn on_accepted(sk: u64) -> Result<(), i64> {
         _pad: 0,
     };
     // SAFETY: the value is copied field by field while this program runs.
-    if let Some(owner) = unsafe { LISTENERS.get(&key) } {
+    if let Some(owner) = unsafe { LISTENERS.get(key) } {
         conn.tgid = owner.tgid;
         conn.tid = owner.tid;
         conn.uid = owner.uid;
