@@ -57,7 +57,7 @@ impl Tracer {
         let first = lines.recv_timeout(wait).unwrap_or_else(|_| {
             panic!("conntrace printed no start record in {} s", wait.as_secs())
         });
-        let start: Value = serde_json::from_str(&first).expect("start record is JSON");
+        let start = checked(&first);
         assert_eq!(start["event"]["action"], "start", "first record: {first}");
         check_expected_hook(&start);
         Tracer {
@@ -83,7 +83,7 @@ impl Tracer {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) => all.push(serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))),
+                Ok(l) => all.push(checked(&l)),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break all,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     panic!("conntrace's output did not end within 30 s of its exit")
@@ -134,7 +134,7 @@ impl Tracer {
     /// The next record while conntrace runs, if one arrives within `wait`.
     pub fn next_record(&mut self, wait: Duration) -> Option<Value> {
         let line = self.lines.recv_timeout(wait).ok()?;
-        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        Some(checked(&line))
     }
 
     /// Stops after giving late events (timeouts, keepalive losses) `settle` to arrive.
@@ -177,6 +177,16 @@ fn check_expected_hook(start: &Value) {
             "connect hook is {hook:?}, expected one of {expected}"
         );
     }
+}
+
+/// One line of conntrace's JSON stream, checked against the records' one definition
+/// (`conntrace::output::schema`): a field it does not define, or one of the wrong shape,
+/// fails the test.
+pub fn checked(line: &str) -> Value {
+    if let Err(e) = conntrace::output::schema::parse(line) {
+        panic!("a record outside the schema: {e}\n{line}");
+    }
+    serde_json::from_str(line).expect("JSON")
 }
 
 /// Connection records (not start or stats) with this action.

@@ -217,6 +217,18 @@ impl Latency {
         })
     }
 
+    /// Adds another histogram's values.
+    pub fn merge(&mut self, other: &Latency) {
+        let Some(theirs) = &other.0 else { return };
+        match &mut self.0 {
+            None => self.0 = Some(theirs.clone()),
+            // Same bounds and auto-resize: adding cannot fail.
+            Some(ours) => {
+                let _ = ours.add(theirs.as_ref());
+            }
+        }
+    }
+
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |h| {
@@ -254,6 +266,22 @@ impl FailureStats {
             self.total_ns = self.total_ns.saturating_add(d);
             self.timed += 1;
         }
+    }
+
+    fn merge(&mut self, o: &FailureStats) {
+        if o.timed > 0 {
+            self.min_ns = if self.timed == 0 {
+                o.min_ns
+            } else {
+                self.min_ns.min(o.min_ns)
+            };
+        }
+        self.count += o.count;
+        self.syns_sent += o.syns_sent;
+        self.max_syns = self.max_syns.max(o.max_syns);
+        self.timed += o.timed;
+        self.total_ns = self.total_ns.saturating_add(o.total_ns);
+        self.max_ns = self.max_ns.max(o.max_ns);
     }
 
     /// The mean time waited, when any attempt carried one.
@@ -528,6 +556,64 @@ impl Entry {
         }
     }
 
+    /// Adds what another entry of the same key saw (another slice of time).
+    pub fn merge(&mut self, o: &Entry) {
+        if o.last_seen_ns >= self.last_seen_ns {
+            self.netns = o.netns;
+        }
+        self.first_seen_ns = self.first_seen_ns.min(o.first_seen_ns);
+        self.last_seen_ns = self.last_seen_ns.max(o.last_seen_ns);
+        if self.executable.is_none() {
+            self.executable.clone_from(&o.executable);
+        }
+        for pid in &o.pids.pids {
+            self.pids.insert(*pid);
+        }
+        self.pids.more |= o.pids.more;
+        self.attempts += o.attempts;
+        self.successes += o.successes;
+        self.refused.merge(&o.refused);
+        self.timeout.merge(&o.timeout);
+        self.unreachable.merge(&o.unreachable);
+        self.abandoned.merge(&o.abandoned);
+        let add = |ours: &mut BTreeMap<u32, u64>, theirs: &BTreeMap<u32, u64>| {
+            for (k, v) in theirs {
+                *ours.entry(*k).or_default() += v;
+            }
+        };
+        add(&mut self.unreachable_errnos, &o.unreachable_errnos);
+        add(&mut self.local_errors, &o.local_errors);
+        for (reason, n) in &o.dropped_here {
+            *self.dropped_here.entry(reason.clone()).or_default() += n;
+        }
+        self.timeouts_dropped_here += o.timeouts_dropped_here;
+        self.abandoned_dropped_here += o.abandoned_dropped_here;
+        self.unreachable_closed_by_app += o.unreachable_closed_by_app;
+        self.resets_received += o.resets_received;
+        self.resets_sent += o.resets_sent;
+        for age in &o.reset_ages_ns {
+            if self.reset_ages_ns.len() == MAX_RESET_AGES {
+                self.reset_ages_ns.pop_front();
+            }
+            self.reset_ages_ns.push_back(*age);
+        }
+        for (reason, n) in &o.lost {
+            *self.lost.entry(*reason).or_default() += n;
+        }
+        self.connections_ended += o.connections_ended;
+        self.syn_retransmits += o.syn_retransmits;
+        self.retransmits += o.retransmits;
+        self.connect_time.merge(&o.connect_time);
+        self.time_to_fail.merge(&o.time_to_fail);
+        if let Some(theirs) = o.last_error
+            && self
+                .last_error
+                .is_none_or(|ours| ours.time_ns <= theirs.time_ns)
+        {
+            self.last_error = Some(theirs);
+        }
+    }
+
     /// Heap bytes held, approximately (histograms, strings, small collections).
     pub fn heap_bytes(&self) -> usize {
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
@@ -660,6 +746,23 @@ impl Aggregator {
         self.entries.get(key)
     }
 
+    /// Adds another table's entries (another slice of time) to this one, key by key. The
+    /// keys were already bounded (and folded) by the other table.
+    pub fn merge(&mut self, other: &Aggregator) {
+        for (key, theirs) in &other.entries {
+            match self.entries.get_mut(key) {
+                Some(ours) => ours.merge(theirs),
+                None => {
+                    if key.workload.is_some() && key.destination.is_some() {
+                        self.exact += 1;
+                    }
+                    self.entries.insert(key.clone(), theirs.clone());
+                }
+            }
+        }
+        self.evictions += other.evictions;
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         self.entries.iter()
     }
@@ -717,6 +820,45 @@ impl Aggregator {
 pub(crate) mod tests {
     use super::*;
     use crate::model::Outcome;
+
+    #[test]
+    fn slices_merge_into_the_table_one_would_have_built() {
+        let records = [
+            connect(Reason::Refused, "10.0.0.2:80", 1),
+            connect(Reason::Success, "10.0.0.2:80", 3),
+            connect(Reason::Timeout, "10.0.0.2:80", 3000),
+            reset_received("10.0.0.2:80", 200),
+            connect(Reason::Refused, "10.0.0.3:80", 2),
+            with_errno(connect(Reason::LocalError, "10.0.0.3:80", 0), 99),
+        ];
+        let mut whole = Aggregator::new(100);
+        let (mut a, mut b) = (Aggregator::new(100), Aggregator::new(100));
+        for (i, r) in records.iter().enumerate() {
+            whole.record(r);
+            if i % 2 == 0 { a.record(r) } else { b.record(r) }
+        }
+        let mut merged = Aggregator::new(100);
+        merged.merge(&a);
+        merged.merge(&b);
+        assert_eq!(merged.len(), whole.len());
+        for (k, w) in whole.iter() {
+            let m = merged.get(k).unwrap();
+            assert_eq!(
+                (m.attempts, m.successes, m.failures(), m.resets_received),
+                (w.attempts, w.successes, w.failures(), w.resets_received)
+            );
+            assert_eq!(m.refused, w.refused);
+            assert_eq!(m.timeout, w.timeout);
+            assert_eq!(m.local_errors, w.local_errors);
+            assert_eq!(m.connect_time.quantiles(), w.connect_time.quantiles());
+            assert_eq!(m.time_to_fail.quantiles(), w.time_to_fail.quantiles());
+            assert_eq!(m.last_error, w.last_error);
+            assert_eq!(
+                (m.first_seen_ns, m.last_seen_ns),
+                (w.first_seen_ns, w.last_seen_ns)
+            );
+        }
+    }
 
     /// A connect record from `comm` (pid 100, cgroup 7) to `dest`, ending with `reason`.
     pub fn connect(reason: Reason, dest: &str, duration_ms: u64) -> ConnEvent {

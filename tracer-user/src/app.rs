@@ -1,21 +1,29 @@
-//! The commands, glued from the modules: validate, load, run, report.
+//! The commands, glued from the modules: validate, load, pick the sinks, run one loop,
+//! report. Every command runs the same way (`run`); they differ in their sinks.
 use std::{
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
 };
 
 use crate::{
-    aggregate::Aggregator,
     cli::{DiagnoseArgs, Format, TopArgs, TraceArgs},
-    collector::{self, Consumer, Schedule, Starter, TracePrinter, unix_now_ns},
-    config::{self, Filters, TraceConfig, Tuning, interval},
+    clock::unix_now_ns,
+    collector::{self, Schedule},
+    config::{self, Filters, MetricsConfig, TraceConfig, Tuning},
     diagnose::{self, Context, host, report},
     enrich,
     exit::{StartError, Status},
     loader::{self, Emit, Tracer},
-    model::ConnEvent,
-    output::{RunInfo, Sink, summary::SummaryPrinter, time::human_duration},
-    stats::Snapshot,
+    model::RunInfo,
+    output::{hook::Hook, http, queue::Grace, stream::Stream, time::human_duration},
+    sinks::{
+        Sink, Tee,
+        metrics::Metrics,
+        stream::{Events, StreamSink},
+        summaries::Summaries,
+        verdicts::Verdicts,
+        watch::Watch,
+    },
     top::{self, RestoreGuard, Top},
 };
 
@@ -30,16 +38,12 @@ const AGGREGATE_EMIT: Emit = Emit {
     accepted: true,
 };
 
-/// `conntrace trace`; with `--summary-interval`, summaries too.
+/// `conntrace trace`: the record stream, and with `--summary-interval` summaries in it.
 pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
     let config = TraceConfig::from_args(args)?;
-    let summary_every = args
-        .summary_interval
-        .map(|s| interval("--summary-interval", s, false))
-        .transpose()?
-        .flatten();
-    let max_keys = args.aggregate.max_keys;
-    let emit = if summary_every.is_some() {
+    let aggregating =
+        config.summary_every.is_some() || config.metrics.is_some() || config.verdicts.is_some();
+    let emit = if aggregating {
         Emit {
             retransmits: config.retransmits,
             accepted: config.accepted,
@@ -53,39 +57,51 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
             accepted: config.accepted,
         }
     };
-    let tracer = start(&config.filters, &config.tuning, emit)?;
-    let info = run_info(&tracer, &config.filters);
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let mut printer = TracePrinter {
-        sink: Sink::new(config.format, stdout, info.host.clone()),
-        all: config.all,
+    // The output first: a file that cannot be opened is refused before anything loads.
+    let stream = Stream::open(
+        config.format,
+        hostname(),
+        &config.output.destination,
+        config.output.budget_bytes,
+        Grace::default(),
+    )
+    .map_err(|e| StartError::Output(format!("cannot open the output: {e}")))?
+    .shared();
+    let mut tee = Tee::new();
+    let events = match (config.all, config.no_events) {
+        (true, _) => Events::All,
+        (false, true) => Events::None,
+        (false, false) => Events::Failures,
     };
+    tee.push(StreamSink::new(stream.clone(), events));
+    if let Some(every) = config.summary_every {
+        tee.push(Summaries::new(stream.clone(), config.max_keys, every));
+    }
+    if let Some(options) = config.verdicts {
+        let hook = config
+            .hook
+            .clone()
+            .map(Hook::start)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("start the --on-verdict workers: {e}"))?;
+        tee.push(Verdicts::new(stream, options, hook));
+    }
+    if let Some(m) = &config.metrics {
+        tee.push(serve_metrics(m)?);
+    }
+    let tracer = start(&config.filters, &config.tuning, emit)?;
     let schedule = Schedule {
         duration: config.duration,
         stats_interval: config.stats_interval,
-        tick: summary_every,
+        ring_capacity: ring_capacity(&config.tuning),
     };
-    let rt = runtime()?;
-    if summary_every.is_none() {
-        return rt.block_on(collector::run(
-            tracer,
-            &info,
-            &schedule,
-            enrich_settings(&config.filters, config.args),
-            &mut printer,
-        ));
-    }
-    let mut summaries = SummaryPrinter {
-        inner: printer,
-        aggregate: Aggregator::new(max_keys),
-    };
-    rt.block_on(collector::run(
+    run(
         tracer,
-        &info,
+        &config.filters,
         &schedule,
         enrich_settings(&config.filters, config.args),
-        &mut summaries,
-    ))
+        &mut tee,
+    )
 }
 
 /// What the collector adds to records: arguments only where `trace --args` asks for
@@ -96,6 +112,38 @@ fn enrich_settings(filters: &Filters, args: bool) -> enrich::Settings {
         filter: filters.identity.clone(),
         sources: None,
     }
+}
+
+/// The metrics sink, and its server listening already (a taken port fails here, before
+/// anything loads).
+fn serve_metrics(config: &MetricsConfig) -> anyhow::Result<Metrics> {
+    let metrics = Metrics::new(config.labels, config.max_series);
+    let (bound, _server) = http::serve(config.address, metrics.registry()).map_err(|e| {
+        StartError::Output(format!(
+            "--metrics: cannot listen on {}: {e}",
+            config.address
+        ))
+    })?;
+    tracing::info!("metrics at http://{bound}/metrics");
+    Ok(metrics)
+}
+
+/// Loads nothing more: runs the loop on one thread until it stops.
+fn run(
+    tracer: Tracer,
+    filters: &Filters,
+    schedule: &Schedule,
+    enrich: enrich::Settings,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Status> {
+    let info = run_info(&tracer, filters);
+    runtime()?.block_on(collector::run(tracer, &info, schedule, enrich, sink))
+}
+
+/// Records the ring buffer can hold at most: the final drain reads no more than this.
+fn ring_capacity(tuning: &Tuning) -> usize {
+    usize::try_from(u64::from(tuning.ring_buffer_bytes) / tracer_common::EVENT_RING_BYTES)
+        .unwrap_or(usize::MAX)
 }
 
 /// `conntrace top`.
@@ -112,45 +160,25 @@ pub fn top(args: &TopArgs) -> anyhow::Result<Status> {
     let tuning = Tuning::from_args(&args.tuning)?;
     let max_keys = args.aggregate.max_keys;
     let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
-    let info = run_info(&tracer, &filters);
     let terminal = ratatui::try_init()?;
     let _restore = RestoreGuard;
-    let mut view = Top::new(terminal, Aggregator::new(max_keys), info.host.clone());
+    let mut view = Top::new(
+        terminal,
+        crate::aggregate::Aggregator::new(max_keys),
+        hostname(),
+    );
     let schedule = Schedule {
-        duration: None,
         stats_interval: Some(top::REFRESH),
-        tick: Some(top::KEY_POLL),
+        ring_capacity: ring_capacity(&tuning),
+        ..Schedule::default()
     };
-    let enrich = enrich_settings(&filters, false);
-    runtime()?.block_on(collector::run(tracer, &info, &schedule, enrich, &mut view))
-}
-
-/// The `diagnose` consumer: aggregates, and keeps the last stats for the loss count.
-struct Watch {
-    aggregate: Aggregator,
-    last: Option<Snapshot>,
-}
-
-impl Consumer for Watch {
-    fn event(&mut self, e: &ConnEvent) -> std::io::Result<()> {
-        self.aggregate.record(e);
-        Ok(())
-    }
-
-    fn stats(&mut self, s: &Snapshot) -> std::io::Result<()> {
-        self.last = Some(s.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Starter for Watch {
-    fn start(&mut self, _info: &RunInfo) -> std::io::Result<()> {
-        Ok(())
-    }
+    run(
+        tracer,
+        &filters,
+        &schedule,
+        enrich_settings(&filters, false),
+        &mut view,
+    )
 }
 
 /// `conntrace diagnose`: watch, then report; [`Status::FailuresFound`] when anything
@@ -159,39 +187,45 @@ pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<Status> {
     let filters = Filters::from_args(&args.filters)?;
     let tuning = Tuning::from_args(&args.tuning)?;
     let duration = config::duration("--duration", args.duration)?;
-    let max_keys = args.aggregate.max_keys;
+    let mut watch = Watch::new(args.aggregate.max_keys);
     let tracer = start(&filters, &tuning, AGGREGATE_EMIT)?;
-    let info = run_info(&tracer, &filters);
     // Before the window opens: what the listeners on this host had dropped so far.
     let drops_before = host::drops_snapshot();
     tracing::info!(
         "diagnose: watching for {}",
         human_duration(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
     );
-    let mut watch = Watch {
-        aggregate: Aggregator::new(max_keys),
-        last: None,
-    };
+    let info = run_info(&tracer, &filters);
     let schedule = Schedule {
         duration: Some(duration),
-        stats_interval: None,
-        tick: None,
+        ring_capacity: ring_capacity(&tuning),
+        ..Schedule::default()
     };
     let enrich = enrich_settings(&filters, false);
     runtime()?.block_on(collector::run(tracer, &info, &schedule, enrich, &mut watch))?;
+    report_diagnosis(args, &info, &watch, &drops_before)
+}
+
+fn report_diagnosis(
+    args: &DiagnoseArgs,
+    info: &RunInfo,
+    watch: &Watch,
+    drops_before: &host::DropsSnapshot,
+) -> anyhow::Result<Status> {
     let end_ns = unix_now_ns();
-    let facts = host::gather(&diagnose::questions(&watch.aggregate), &drops_before);
+    let facts = host::gather(&diagnose::questions(&watch.aggregate), drops_before);
     let ctx = Context {
         aggregate: &watch.aggregate,
         facts: &facts,
         window_ns: end_ns.saturating_sub(info.start_ns),
     };
     let findings = diagnose::diagnose(&ctx);
-    let kernel = watch.last.map(|s| s.kernel).unwrap_or_default();
-    let run = report::RunSummary {
-        info: &info,
-        end_ns,
-    };
+    let kernel = watch
+        .last
+        .as_ref()
+        .map(|s| s.kernel.clone())
+        .unwrap_or_default();
+    let run = report::RunSummary { info, end_ns };
     let totals = report::totals(&watch.aggregate, &kernel);
     let format = if args.json {
         Format::Json

@@ -37,6 +37,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only add noise"
+)]
 pub enum Command {
     /// Print connection events as they happen: failed connects, resets and lost
     /// connections by default, every connect with --all.
@@ -97,6 +101,11 @@ pub struct TraceArgs {
     #[arg(long)]
     pub all: bool,
 
+    /// Write no connection records (stats, summaries and verdicts still go out): for a
+    /// stream of verdicts alone, or metrics alone.
+    #[arg(long, conflicts_with = "all")]
+    pub no_events: bool,
+
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(short, long, value_enum)]
     pub output: Option<Format>,
@@ -139,10 +148,123 @@ pub struct TraceArgs {
     pub aggregate: AggregateArgs,
 
     #[command(flatten)]
+    pub destination: OutputArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
     pub filters: FilterArgs,
 
     #[command(flatten)]
     pub tuning: TuningArgs,
+}
+
+/// Where the records go, and what a slow reader costs.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Append the records to this file instead of stdout (JSON by default). SIGHUP
+    /// reopens it, for logrotate; without this option SIGHUP ends the run like SIGTERM.
+    #[arg(long, value_name = "PATH")]
+    pub output_file: Option<PathBuf>,
+
+    /// Rotate --output-file when it reaches this size (bytes, or with a K, M or G suffix):
+    /// PATH becomes PATH.1, PATH.1 becomes PATH.2, and so on.
+    #[arg(long, value_name = "SIZE", requires = "output_file")]
+    pub output_file_max_size: Option<String>,
+
+    /// Rotated files kept with --output-file-max-size.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        requires = "output_file_max_size"
+    )]
+    pub output_file_keep: u32,
+
+    /// Send the records to a syslog daemon instead of stdout, one RFC 5424 message each
+    /// (the JSON record as its MSG): udp:HOST:PORT, or tcp:HOST:PORT (octet-counted).
+    #[arg(long, value_name = "ADDR", conflicts_with = "output_file")]
+    pub syslog: Option<String>,
+
+    /// Records held for a reader that does not keep up (bytes, or with a K, M or G
+    /// suffix); past it, connection records are dropped and counted
+    /// (`conntrace.output_dropped` in the stats records) instead of slowing conntrace.
+    #[arg(long, value_name = "SIZE", default_value = "8M")]
+    pub output_buffer: String,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Metrics")]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics: a port alone (9464) listens on
+    /// loopback; give an address (0.0.0.0:9464) to listen elsewhere. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Labels of the per-destination metrics, from workload, container, destination,
+    /// port (or none). The pid is never a label.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "workload,destination,port",
+        requires = "metrics"
+    )]
+    pub metrics_labels: String,
+
+    /// Label sets kept apart; past them a new one folds into its workload's `other`
+    /// series.
+    #[arg(long, value_name = "N", default_value_t = crate::sinks::metrics::DEFAULT_MAX_SERIES, requires = "metrics")]
+    pub metrics_max_series: usize,
+}
+
+/// Continuous verdicts and the recovery hook.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Verdicts")]
+pub struct VerdictArgs {
+    /// Run the diagnosis rules continuously and write a verdict record (`event.kind:
+    /// "alert"`) when a (process, destination) starts failing, when its probable cause
+    /// changes, and when it recovers.
+    #[arg(long)]
+    pub verdicts: bool,
+
+    /// Seconds between evaluations of the rules.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub verdict_interval: f64,
+
+    /// Seconds of records the rules look at (a sliding window).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub verdict_window: f64,
+
+    /// Least seconds between two alarms (failing, or a changed cause) for one (process,
+    /// destination): a flapping destination alarms once per cooldown. Recoveries are never
+    /// held back.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub verdict_cooldown: f64,
+
+    /// Run CMD for each verdict (implies --verdicts): the verdict record on its stdin,
+    /// CONNTRACE_VERDICT_STATE, CONNTRACE_CAUSE, CONNTRACE_WORKLOAD,
+    /// CONNTRACE_DESTINATION_IP, CONNTRACE_DESTINATION_PORT and more in its environment.
+    /// CMD is split into words like a shell would, but run without one.
+    #[arg(long, value_name = "CMD")]
+    pub on_verdict: Option<String>,
+
+    /// Run --on-verdict's CMD with `/bin/sh -c` (pipes, redirections, variables).
+    #[arg(long, requires = "on_verdict")]
+    pub on_verdict_shell: bool,
+
+    /// Seconds a run of --on-verdict may take before its process group is killed.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub on_verdict_timeout: f64,
+
+    /// Runs of --on-verdict at once; more wait (64 at most, then they are skipped).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub on_verdict_jobs: usize,
 }
 
 /// Which connections to watch. Filters apply in the kernel, but for --pod, --namespace and

@@ -1,26 +1,31 @@
-//! The run loop: drain the ring buffer in bounded batches, classify, enrich, write; flush
-//! on a tick; stats on a tick and at exit; stop on SIGINT/SIGTERM, the duration, or a
-//! closed stdout.
-use std::{
-    io::{ErrorKind, Write},
-    time::Duration,
-};
+//! The reader and the run loop. The reader drains the ring buffer in bounded batches and
+//! turns each item into a [`ConnEvent`] (decode, classify, enrich) for the [`Sink`]; the
+//! loop yields after every batch, so that signals, `--duration`, stats and the sinks'
+//! ticks are served within a batch's time however hard the kernel pushes. Nothing here
+//! blocks on output: sinks hand their records to a writer thread.
+//!
+//! Stopping: SIGINT, SIGTERM, SIGHUP (unless it reopens an output file), `--duration`, a
+//! sink's tick (`top`'s `q`), or a closed stdout. The records the kernel wrote before the
+//! stop are read, not those it writes after; then the final stats, and a bounded wait for
+//! the writer. From the stop on, a second signal ends the process at once.
+use std::{io::ErrorKind, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-    time::{Instant, MissedTickBehavior, interval, sleep_until},
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Instant, Interval, MissedTickBehavior, interval, interval_at, sleep_until},
 };
 
 use crate::{
     classify::classify,
+    clock::{monotonic_now_ns, monotonic_to_unix_ns, unix_now_ns},
     decode::decode,
     enrich::{self, Enricher},
     exit::{StartError, Status},
     loader::{Programs, Tracer},
-    model::{Action, ConnEvent, Outcome},
-    output::{RunInfo, Sink},
+    model::RunInfo,
+    sinks::{Flow, Sink},
     stats::{Counts, Snapshot},
 };
 
@@ -31,151 +36,87 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// With `--wakeup-batch`, how often the ring buffer is read whatever the kernel says:
 /// records below the batch threshold wait at most this long.
 const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Long enough to stand for "never" in an interval.
+const NEVER: Duration = Duration::from_secs(365 * 86_400);
 
-/// What the collector does with each classified event, besides counting it.
-pub trait Consumer {
-    /// Called for every event; returns an I/O error from writing.
-    fn event(&mut self, event: &ConnEvent) -> std::io::Result<()>;
-    /// Called on the stats tick and at exit.
-    fn stats(&mut self, snapshot: &Snapshot) -> std::io::Result<()>;
-    fn flush(&mut self) -> std::io::Result<()>;
-    /// Called every [`Schedule::tick`] (summaries, a screen to redraw); `Flow::Stop` ends
-    /// the run as SIGINT would.
-    fn tick(&mut self) -> std::io::Result<Flow> {
-        Ok(Flow::Continue)
-    }
-}
-
-/// Whether the run goes on after a tick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Stop,
-}
-
-/// The `trace` consumer: prints what `--all` (or its absence) asks for.
-pub struct TracePrinter<W: Write> {
-    pub sink: Sink<W>,
-    pub all: bool,
-}
-
-/// Whether `trace` prints an event: failures, resets, losses, and closes that carry
-/// retransmits by default; everything with `--all`.
-pub fn printed_by_default(e: &ConnEvent) -> bool {
-    match e.action {
-        Action::Connect => e.outcome == Outcome::Failure,
-        Action::Close => e.retransmits > 0,
-        Action::Reset | Action::Lost | Action::Retransmit => true,
-    }
-}
-
-impl<W: Write> Consumer for TracePrinter<W> {
-    fn event(&mut self, e: &ConnEvent) -> std::io::Result<()> {
-        if self.all || printed_by_default(e) {
-            self.sink.event(e)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn stats(&mut self, s: &Snapshot) -> std::io::Result<()> {
-        self.sink.stats(s)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sink.flush()
-    }
-}
-
-/// Run settings that are not the consumer's business.
+/// Run settings that are not the sinks' business.
+#[derive(Clone, Debug, Default)]
 pub struct Schedule {
     pub duration: Option<Duration>,
     pub stats_interval: Option<Duration>,
-    /// How often [`Consumer::tick`] is called; never when unset.
-    pub tick: Option<Duration>,
+    /// The most records the ring buffer can hold: the final drain reads no more.
+    pub ring_capacity: usize,
 }
 
-/// Offset from the kernel's CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall-clock time.
-pub fn monotonic_to_unix_ns() -> i128 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid pointer to a local timespec.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-    };
-    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
-}
-
-pub fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Why the loop stopped.
-enum Stop {
-    Done,
-    PipeClosed,
-}
-
-struct Collector {
+/// Decode, classify, enrich: one ring-buffer item into one record for the sink. One
+/// reader serves every ring; what comes after it (the sink) does not know how many there
+/// are.
+struct Reader {
     kernel: crate::classify::Context,
     counts: Counts,
     procs: Enricher,
 }
 
-impl Collector {
-    /// Handles one ring-buffer item.
-    fn handle(&mut self, bytes: &[u8], consumer: &mut impl Consumer) -> std::io::Result<()> {
-        let Ok(raw) = decode(bytes) else {
-            self.counts.malformed += 1;
-            return Ok(());
-        };
-        let Some(mut event) = classify(&raw, &self.kernel) else {
-            self.counts.malformed += 1;
-            return Ok(());
-        };
-        self.procs.enrich(&mut event.process);
-        if !self.procs.wanted(&event.process) {
-            self.counts.filtered += 1;
-            return Ok(());
-        }
-        self.counts.record(&event);
-        consumer.event(&event)
-    }
+/// What one batch did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batch {
+    items: usize,
+    /// A record stamped after the stop moment was met (final drain only).
+    past_stop: bool,
+}
 
-    /// Handles at most `limit` items; returns how many there were.
-    fn drain(
+impl Reader {
+    /// Handles at most `limit` items. With `until`, stops after the first record the
+    /// kernel stamped after that moment (CLOCK_MONOTONIC).
+    fn batch(
         &mut self,
         ring: &mut RingBuf<MapData>,
         limit: usize,
-        consumer: &mut impl Consumer,
-    ) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < limit {
+        until: Option<u64>,
+        sink: &mut dyn Sink,
+    ) -> std::io::Result<Batch> {
+        // Per batch, so that a stepped wall clock shows in the records within one batch.
+        self.kernel.boot_to_unix_ns = monotonic_to_unix_ns();
+        let mut b = Batch::default();
+        while b.items < limit && !b.past_stop {
             let Some(item) = ring.next() else { break };
-            self.handle(&item, consumer)?;
-            n += 1;
+            b.items += 1;
+            let Ok(raw) = decode(&item) else {
+                self.counts.malformed += 1;
+                continue;
+            };
+            b.past_stop = until.is_some_and(|t| raw.ts_ns > t);
+            let Some(mut event) = classify(&raw, &self.kernel) else {
+                self.counts.malformed += 1;
+                continue;
+            };
+            self.procs.enrich(&mut event.process);
+            if !self.procs.wanted(&event.process) {
+                self.counts.filtered += 1;
+                continue;
+            }
+            self.counts.record(&event);
+            sink.event(&event)?;
         }
-        Ok(n)
+        Ok(b)
     }
 
-    fn snapshot(&self, programs: &Programs, is_final: bool) -> Snapshot {
+    fn snapshot(&self, programs: &Programs, is_final: bool, sink: &dyn Sink) -> Snapshot {
         let kernel = programs.read_counters().unwrap_or_else(|e| {
             tracing::warn!("could not read kernel counters: {e:#}");
             Default::default()
         });
         let mut counts = self.counts.clone();
         counts.enrich = self.procs.counts();
-        Snapshot {
+        let mut s = Snapshot {
             time_ns: unix_now_ns(),
             counts,
             kernel,
             is_final,
-        }
+            ..Snapshot::default()
+        };
+        sink.report(&mut s);
+        s
     }
 }
 
@@ -186,9 +127,9 @@ pub async fn run(
     info: &RunInfo,
     schedule: &Schedule,
     enrich: enrich::Settings,
-    consumer: &mut (impl Consumer + Starter),
+    sink: &mut dyn Sink,
 ) -> anyhow::Result<Status> {
-    let mut collector = Collector {
+    let mut reader = Reader {
         kernel: crate::classify::Context {
             boot_to_unix_ns: monotonic_to_unix_ns(),
             drop_reasons: tracer.drop_reasons.clone(),
@@ -197,31 +138,72 @@ pub async fn run(
         counts: Counts::default(),
         procs: Enricher::new(enrich),
     };
-    match run_loop(tracer, info, schedule, &mut collector, consumer).await {
-        Ok(Stop::Done | Stop::PipeClosed) => Ok(Status::Ok),
+    match run_loop(tracer, info, schedule, &mut reader, sink).await {
+        Ok(()) => Ok(Status::Ok),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(Status::Ok),
         Err(e) => Err(StartError::Output(format!("writing output failed: {e}")).into()),
     }
 }
 
-/// Writes the stream's first record (only trace-like consumers have one).
-pub trait Starter {
-    fn start(&mut self, info: &RunInfo) -> std::io::Result<()>;
+/// The signals that stop the run (and SIGHUP, which may reopen instead).
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
 }
 
-impl<W: Write> Starter for TracePrinter<W> {
-    fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
-        self.sink.start(info)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sig {
+    Stop,
+    Hangup,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
+
+    async fn recv(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.int.recv() => Sig::Stop,
+            _ = self.term.recv() => Sig::Stop,
+            _ = self.hup.recv() => Sig::Hangup,
+        }
+    }
+}
+
+/// From here on a stop signal ends the process at once, by the signal's default action:
+/// the final drain and the wait for the writer are bounded, but whoever signals twice
+/// does not want to wait for them.
+fn second_signal_ends_at_once(hup_too: bool) {
+    let mut signals = vec![libc::SIGINT, libc::SIGTERM];
+    if hup_too {
+        signals.push(libc::SIGHUP);
+    }
+    for sig in signals {
+        // SAFETY: restoring a signal's default disposition has no preconditions.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+fn every(period: Option<Duration>) -> Interval {
+    let period = period.unwrap_or(NEVER);
+    let mut i = interval_at(Instant::now() + period, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
 }
 
 async fn run_loop(
     tracer: Tracer,
     info: &RunInfo,
     schedule: &Schedule,
-    collector: &mut Collector,
-    consumer: &mut (impl Consumer + Starter),
-) -> std::io::Result<Stop> {
+    reader: &mut Reader,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
     let Tracer {
         rings,
         mut programs,
@@ -237,104 +219,133 @@ async fn run_loop(
                 .map_err(|e| e.into_parts().1)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut signals = Signals::new()?;
+    let hup_reopens = sink.reopens();
     // Only now: whoever waits for the start record may signal us as soon as it sees it.
-    consumer.start(info)?;
-    consumer.flush()?;
+    sink.start(info)?;
     let mut flush = interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let stats_every = schedule
-        .stats_interval
-        .unwrap_or(Duration::from_secs(365 * 86_400));
-    let mut stats = tokio::time::interval_at(Instant::now() + stats_every, stats_every);
-    stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let tick_every = schedule.tick.unwrap_or(Duration::from_secs(365 * 86_400));
-    let mut tick = tokio::time::interval_at(Instant::now() + tick_every, tick_every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stats = every(schedule.stats_interval);
+    let mut tick = every(sink.tick_every());
+    let mut health = every(sink.health_every());
     let deadline = schedule.duration.map(|d| Instant::now() + d);
-    let mut poll = interval(POLL_EVERY);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut poll = every(held_back.then_some(POLL_EVERY));
+    // A timed read found a full batch: read on without waiting for the next tick.
+    let mut more = false;
 
-    let outcome: std::io::Result<()> = loop {
+    loop {
+        let mut drained = Batch::default();
+        // `biased`: signals and timers first, so that a storm on the ring buffer cannot
+        // push them back; the yield after each batch lets tokio's driver see them.
         tokio::select! {
-            drained = drain_a_ready_ring(&mut rings, collector, consumer) => {
-                if let Err(e) = drained { break Err(e) }
-            }
-            // Records submitted without a wake-up: read them on a timer, in bounded batches.
-            _ = poll.tick(), if held_back => {
-                if let Err(e) = drain_all(collector, &mut rings, consumer).await {
-                    break Err(e);
+            biased;
+            sig = signals.recv() => match sig {
+                Sig::Hangup if hup_reopens => {
+                    tracing::info!("SIGHUP: reopening the output file");
+                    sink.reopen()?;
                 }
+                Sig::Hangup | Sig::Stop => break,
+            },
+            () = wait_until(deadline) => break,
+            _ = stats.tick() => {
+                let snap = reader.snapshot(&programs, false, sink);
+                sink.health(&snap);
+                sink.stats(&snap)?;
             }
+            _ = health.tick() => {
+                let snap = reader.snapshot(&programs, false, sink);
+                sink.health(&snap);
+            }
+            _ = tick.tick() => if sink.tick()? == Flow::Stop { break },
             _ = flush.tick() => {
                 programs.flush_kernel_log();
-                if let Err(e) = consumer.flush() { break Err(e) }
+                sink.flush()?;
             }
-            _ = stats.tick() => {
-                let snap = collector.snapshot(&programs, false);
-                if let Err(e) = consumer.stats(&snap) { break Err(e) }
+            batch = a_ready_ring(&mut rings, reader, sink) => drained = batch?,
+            // Records submitted without a wake-up: read them on a timer.
+            _ = poll.tick(), if !more => {
+                (drained, more) = a_batch_of_each(&mut rings, reader, sink)?;
             }
-            _ = tick.tick() => match consumer.tick() {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Stop) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-            _ = sigint.recv() => break Ok(()),
-            _ = sigterm.recv() => break Ok(()),
-            () = wait_until(deadline) => break Ok(()),
+            () = std::future::ready(()), if more => {
+                (drained, more) = a_batch_of_each(&mut rings, reader, sink)?;
+            }
         }
-    };
-    match outcome {
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(Stop::PipeClosed),
-        Err(e) => return Err(e),
-        Ok(()) => {}
-    }
-    // Whatever the kernel wrote before we stopped is still ours to report.
-    for ring in &mut rings {
-        while collector.drain(ring.get_mut(), BATCH, consumer)? == BATCH {}
-    }
-    let snap = collector.snapshot(&programs, true);
-    consumer.stats(&snap)?;
-    consumer.flush()?;
-    Ok(Stop::Done)
-}
-
-/// Drains what is in the ring buffers now, a batch at a time, yielding between batches.
-async fn drain_all(
-    collector: &mut Collector,
-    rings: &mut [AsyncFd<RingBuf<MapData>>],
-    consumer: &mut impl Consumer,
-) -> std::io::Result<()> {
-    for ring in rings {
-        while collector.drain(ring.get_mut(), BATCH, consumer)? == BATCH {
+        if drained.items > 0 {
             tokio::task::yield_now().await;
         }
     }
-    Ok(())
+    second_signal_ends_at_once(!hup_reopens);
+    let stop = monotonic_now_ns();
+    for ring in &mut rings {
+        final_drain(reader, ring.get_mut(), stop, schedule.ring_capacity, sink)?;
+    }
+    sink.finish()?;
+    let snap = reader.snapshot(&programs, true, sink);
+    sink.health(&snap);
+    sink.stats(&snap)?;
+    sink.flush()?;
+    sink.close()
 }
 
 /// Waits until a ring buffer has records, and handles a batch of them. Its readiness is
 /// kept while records remain, so that the next call comes back to it at once.
-async fn drain_a_ready_ring(
+async fn a_ready_ring(
     rings: &mut [AsyncFd<RingBuf<MapData>>],
-    collector: &mut Collector,
-    consumer: &mut impl Consumer,
-) -> std::io::Result<()> {
+    reader: &mut Reader,
+    sink: &mut dyn Sink,
+) -> std::io::Result<Batch> {
     std::future::poll_fn(|cx| {
         for ring in rings.iter_mut() {
             if let std::task::Poll::Ready(guard) = ring.poll_read_ready_mut(cx) {
                 let mut guard = guard?;
-                let n = collector.drain(guard.get_inner_mut(), BATCH, consumer)?;
-                if n < BATCH {
+                let b = reader.batch(guard.get_inner_mut(), BATCH, None, sink)?;
+                if b.items < BATCH {
                     guard.clear_ready();
                 }
-                return std::task::Poll::Ready(Ok(()));
+                return std::task::Poll::Ready(Ok(b));
             }
         }
         std::task::Poll::Pending
     })
     .await
+}
+
+/// A batch from each ring, whether it woke us or not; whether one had more.
+fn a_batch_of_each(
+    rings: &mut [AsyncFd<RingBuf<MapData>>],
+    reader: &mut Reader,
+    sink: &mut dyn Sink,
+) -> std::io::Result<(Batch, bool)> {
+    let mut all = Batch::default();
+    let mut more = false;
+    for ring in rings {
+        let b = reader.batch(ring.get_mut(), BATCH, None, sink)?;
+        all.items += b.items;
+        more |= b.items == BATCH;
+    }
+    Ok((all, more))
+}
+
+/// Reads what the kernel wrote into a ring before the stop, and no more: at most what the
+/// ring holds, and nothing stamped after `stop` (the programs are still attached and may
+/// keep writing).
+fn final_drain(
+    reader: &mut Reader,
+    ring: &mut RingBuf<MapData>,
+    stop: u64,
+    capacity: usize,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
+    let mut left = capacity.max(1);
+    while left > 0 {
+        let limit = left.min(BATCH);
+        let b = reader.batch(ring, limit, Some(stop), sink)?;
+        left -= b.items;
+        if b.items < limit || b.past_stop {
+            break;
+        }
+    }
+    Ok(())
 }
 
 async fn wait_until(deadline: Option<Instant>) {

@@ -10,10 +10,18 @@ use std::{
 use tracer_common::{COMM_LEN, V4_MAPPED_PREFIX};
 
 use crate::{
-    cli::{ConnectHookChoice, FilterArgs, Format, TraceArgs, TuningArgs},
+    cli::{
+        ConnectHookChoice, FilterArgs, Format, MetricsArgs, OutputArgs, TraceArgs, TuningArgs,
+        VerdictArgs,
+    },
     exit::StartError,
     model::Identity,
     netns::Netns,
+    output::{
+        hook::HookOptions,
+        writer::{Destination, FileOptions},
+    },
+    sinks::{metrics::LabelChoice, verdicts::VerdictOptions},
 };
 
 /// Limits of the numeric flags, in one place (README, "Options and their limits"). The
@@ -329,15 +337,90 @@ pub struct TraceConfig {
     /// Follow accepted connections too (`--accepted`).
     pub accepted: bool,
     pub args: bool,
+    /// `--summary-interval`.
+    pub summary_every: Option<Duration>,
+    pub max_keys: usize,
+    pub output: OutputConfig,
+    pub metrics: Option<MetricsConfig>,
+    pub verdicts: Option<VerdictOptions>,
+    pub hook: Option<HookOptions>,
+    /// `--no-events`.
+    pub no_events: bool,
+}
+
+/// `--verdicts` and `--on-verdict`.
+fn verdicts(
+    args: &VerdictArgs,
+    max_keys: usize,
+) -> Result<(Option<VerdictOptions>, Option<HookOptions>), StartError> {
+    if !args.verdicts && args.on_verdict.is_none() {
+        return Ok((None, None));
+    }
+    let every =
+        interval("--verdict-interval", args.verdict_interval, false)?.unwrap_or(MIN_INTERVAL);
+    let window = duration("--verdict-window", args.verdict_window)?;
+    if window < every {
+        return Err(StartError::Usage(
+            "--verdict-interval: no longer than --verdict-window".into(),
+        ));
+    }
+    let options = VerdictOptions {
+        every,
+        window,
+        cooldown: interval("--verdict-cooldown", args.verdict_cooldown, true)?
+            .unwrap_or(Duration::ZERO),
+        max_keys,
+    };
+    let hook = args
+        .on_verdict
+        .as_deref()
+        .map(|cmd| {
+            let timeout = duration("--on-verdict-timeout", args.on_verdict_timeout)?;
+            HookOptions::parse(cmd, args.on_verdict_shell, timeout, args.on_verdict_jobs)
+                .map_err(StartError::Usage)
+        })
+        .transpose()?;
+    Ok((Some(options), hook))
+}
+
+/// `--metrics` and its cardinality.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub address: std::net::SocketAddr,
+    pub labels: LabelChoice,
+    pub max_series: usize,
+}
+
+impl MetricsConfig {
+    pub fn from_args(args: &MetricsArgs) -> Result<Option<MetricsConfig>, StartError> {
+        let Some(address) = &args.metrics else {
+            return Ok(None);
+        };
+        if args.metrics_max_series == 0 {
+            return Err(StartError::Usage(
+                "--metrics-max-series must be at least 1".into(),
+            ));
+        }
+        Ok(Some(MetricsConfig {
+            address: crate::output::http::parse_address(address).map_err(StartError::Usage)?,
+            labels: LabelChoice::parse(&args.metrics_labels).map_err(StartError::Usage)?,
+            max_series: args.metrics_max_series,
+        }))
+    }
 }
 
 impl TraceConfig {
     pub fn from_args(args: &TraceArgs) -> Result<TraceConfig, StartError> {
-        let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+        let output = OutputConfig::from_args(&args.destination)?;
+        let to_terminal =
+            output.destination == Destination::Stdout && std::io::stdout().is_terminal();
+        let format = args.output.unwrap_or(if to_terminal {
             Format::Text
         } else {
             Format::Json
         });
+        let max_keys = args.aggregate.max_keys;
+        let (verdicts, hook) = verdicts(&args.verdicts, max_keys)?;
         Ok(TraceConfig {
             filters: Filters::from_args(&args.filters)?,
             tuning: Tuning::from_args(&args.tuning)?,
@@ -351,8 +434,102 @@ impl TraceConfig {
             retransmits: args.retransmits,
             accepted: args.accepted,
             args: args.args,
+            summary_every: args
+                .summary_interval
+                .map(|s| interval("--summary-interval", s, false))
+                .transpose()?
+                .flatten(),
+            max_keys,
+            output,
+            metrics: MetricsConfig::from_args(&args.metrics)?,
+            verdicts,
+            hook,
+            no_events: args.no_events,
         })
     }
+}
+
+/// Where the record stream goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputConfig {
+    pub destination: Destination,
+    /// `--output-buffer`.
+    pub budget_bytes: usize,
+}
+
+/// The output buffer's bounds: below a chunk it could not batch writes; above a GiB it
+/// stops being a buffer.
+const OUTPUT_BUFFER_MIN: u64 = 256 << 10;
+const OUTPUT_BUFFER_MAX: u64 = 1 << 30;
+
+impl OutputConfig {
+    pub fn from_args(args: &OutputArgs) -> Result<OutputConfig, StartError> {
+        let budget = size("--output-buffer", &args.output_buffer)?;
+        if !(OUTPUT_BUFFER_MIN..=OUTPUT_BUFFER_MAX).contains(&budget) {
+            return Err(StartError::Usage(format!(
+                "--output-buffer {}: give 256K to 1G",
+                args.output_buffer
+            )));
+        }
+        let destination = match (&args.output_file, &args.syslog) {
+            (None, Some(address)) => Destination::Syslog(
+                crate::output::syslog::SyslogOptions::parse(address).map_err(StartError::Usage)?,
+            ),
+            (None, None) => Destination::Stdout,
+            (Some(path), _) => {
+                let max_bytes = args
+                    .output_file_max_size
+                    .as_deref()
+                    .map(|s| size("--output-file-max-size", s))
+                    .transpose()?;
+                if max_bytes.is_some_and(|m| m < 4096) {
+                    return Err(StartError::Usage(
+                        "--output-file-max-size: give at least 4K".into(),
+                    ));
+                }
+                if max_bytes.is_some() && args.output_file_keep == 0 {
+                    return Err(StartError::Usage(
+                        "--output-file-keep must be at least 1".into(),
+                    ));
+                }
+                Destination::File(FileOptions {
+                    path: path.clone(),
+                    max_bytes,
+                    keep: args.output_file_keep,
+                })
+            }
+        };
+        Ok(OutputConfig {
+            destination,
+            budget_bytes: usize::try_from(budget).unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// A size in bytes: `4096`, `64K`, `8M`, `1G` (powers of 1024).
+pub fn size(flag: &str, text: &str) -> Result<u64, StartError> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => u32::MAX,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift != u32::MAX)
+        .and_then(|n| n.checked_mul(1 << shift.min(30)))
+        .ok_or_else(|| {
+            StartError::Usage(format!(
+                "{flag} {text}: give a size in bytes, or with a K, M or G suffix (64K, 8M)"
+            ))
+        })
 }
 
 /// `--duration`: seconds, from [`MIN_DURATION`] to [`MAX_SECONDS`].
@@ -595,6 +772,53 @@ mod tests {
                 format!("--duration {bad:?}: give 0.001 to 1000000000 seconds")
             );
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(size("--x", "4096").ok(), Some(4096));
+        assert_eq!(size("--x", "64K").ok(), Some(65_536));
+        assert_eq!(size("--x", "8m").ok(), Some(8 << 20));
+        assert_eq!(size("--x", "1GiB").ok(), Some(1 << 30));
+        for bad in ["", "M", "8X", "-1", "1.5M", "99999999999999999999G"] {
+            let Err(StartError::Usage(msg)) = size("--output-buffer", bad) else {
+                panic!("{bad:?} is not a size");
+            };
+            assert!(msg.starts_with("--output-buffer"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn output_file_and_its_rotation() {
+        let args = OutputArgs {
+            output_file: Some("/var/log/ct.json".into()),
+            output_file_max_size: Some("100M".into()),
+            output_file_keep: 3,
+            output_buffer: "8M".into(),
+            syslog: None,
+        };
+        let c = OutputConfig::from_args(&args).unwrap();
+        assert_eq!(
+            c.destination,
+            Destination::File(FileOptions {
+                path: "/var/log/ct.json".into(),
+                max_bytes: Some(100 << 20),
+                keep: 3
+            })
+        );
+        assert_eq!(c.budget_bytes, 8 << 20);
+        let tiny = OutputArgs {
+            output_buffer: "64K".into(),
+            ..args
+        };
+        assert!(matches!(
+            OutputConfig::from_args(&tiny),
+            Err(StartError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn durations_within_their_bounds_are_kept() {
         assert_eq!(
             duration("--duration", 1.5).unwrap(),
             Duration::from_millis(1500)

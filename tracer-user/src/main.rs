@@ -1,6 +1,8 @@
 //! `conntrace`: parse, run, map the outcome to an exit status (see `exit::Status`).
 use std::process::ExitCode;
 
+use std::io::IsTerminal as _;
+
 use clap::{Parser as _, error::ErrorKind};
 use conntrace::{
     app,
@@ -51,7 +53,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; stdout carries data only.
+/// Logs go to stderr; stdout carries data only. Colours only on a terminal (and not with
+/// NO_COLOR); a stderr that fails is ignored, never a panic.
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "conntrace=info",
@@ -62,6 +65,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .log_internal_errors(false)
         .with_target(false)
         .init();
 }

@@ -6,7 +6,10 @@ use std::{
 };
 
 /// What happened (`event.action`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// A connect attempt ended.
     Connect,
@@ -33,7 +36,10 @@ impl Action {
 }
 
 /// Why it ended that way (`event.reason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// SYN_SENT → ESTABLISHED.
     Success,
@@ -89,7 +95,8 @@ impl Reason {
 }
 
 /// `event.outcome`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Success,
     Failure,
@@ -375,4 +382,15 @@ impl ConnEvent {
             IpAddr::V6(_) => "ipv6",
         }
     }
+}
+
+/// What the start record says about this run.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    /// Wall-clock time the programs were attached, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    pub host: String,
+    pub kernel: String,
+    pub connect_hook: String,
+    pub filters: std::collections::BTreeMap<&'static str, String>,
 }

@@ -39,12 +39,41 @@ impl Counts {
     }
 }
 
+/// Records dropped or not written, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Connection records.
+    pub events: u64,
+    /// Every other record (start, stats, summaries, verdicts).
+    pub other: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, o: Tally) {
+        self.events += o.events;
+        self.other += o.other;
+    }
+
+    pub fn is_zero(self) -> bool {
+        self == Tally::default()
+    }
+}
+
+/// The output's own figures: what the reader of the stream did not get.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputCounts {
+    /// Records dropped because the output queue was full (a slow or stalled reader), or
+    /// still unwritten when the run ended.
+    pub dropped: Tally,
+}
+
 /// A stats record: both sides' counts at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub time_ns: u64,
     pub counts: Counts,
     pub kernel: KernelCounters,
+    pub output: OutputCounts,
     /// Whether this is the last one of the run.
     pub is_final: bool,
 }

@@ -16,14 +16,13 @@ use ratatui::{
 
 use crate::{
     aggregate::{Aggregator, Entry, Key},
-    collector::{Consumer, Flow, Starter},
     diagnose::{Context, Facts, verdicts},
-    model::ConnEvent,
+    model::{ConnEvent, RunInfo},
     output::{
-        RunInfo,
         terminal::{escape, escape_owned},
         time::human_duration,
     },
+    sinks::{Flow, Sink},
     stats::Snapshot,
 };
 
@@ -298,7 +297,11 @@ impl<B: Backend> Top<B> {
     }
 }
 
-impl<B: Backend> Consumer for Top<B> {
+impl<B: Backend> Sink for Top<B> {
+    fn start(&mut self, _info: &RunInfo) -> std::io::Result<()> {
+        self.redraw()
+    }
+
     fn event(&mut self, e: &ConnEvent) -> std::io::Result<()> {
         self.aggregate.record(e);
         Ok(())
@@ -309,8 +312,8 @@ impl<B: Backend> Consumer for Top<B> {
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn tick_every(&self) -> Option<Duration> {
+        Some(KEY_POLL)
     }
 
     fn tick(&mut self) -> std::io::Result<Flow> {
@@ -322,12 +325,6 @@ impl<B: Backend> Consumer for Top<B> {
             self.redraw()?;
         }
         Ok(Flow::Continue)
-    }
-}
-
-impl<B: Backend> Starter for Top<B> {
-    fn start(&mut self, _info: &RunInfo) -> std::io::Result<()> {
-        self.redraw()
     }
 }
 

@@ -146,6 +146,24 @@ fn test_tools() -> Vec<Prerequisite> {
         // Real containers for the identity tests: runc runs a busybox-static rootfs.
         Prerequisite::package("runc", "runc", &["--version"], "runc"),
         busybox_static(),
+        // Log pipelines: --output-file rotated by logrotate; a wall clock that jumps.
+        Prerequisite::package("logrotate", "logrotate", &["--version"], "logrotate"),
+        Prerequisite::package("rsyslog", "rsyslogd", &["-v"], "rsyslog"),
+        Prerequisite::package("faketime", "faketime", &["--version"], "faketime"),
+        // A real Prometheus scrapes conntrace; promtool checks the rules and the exposition.
+        Prerequisite::package(
+            "prometheus and promtool",
+            "promtool",
+            &["--version"],
+            "prometheus",
+        ),
+        // script(1) gives conntrace a terminal (log colours).
+        Prerequisite::package(
+            "script (util-linux)",
+            "script",
+            &["--version"],
+            "util-linux",
+        ),
     ]
 }
 

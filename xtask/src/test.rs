@@ -103,14 +103,17 @@ fn clippy_ebpf() -> anyhow::Result<()> {
     )
 }
 
-/// The conntrace binary and the privileged test executables.
+/// The conntrace binary, the load generator and the privileged test executables.
 struct Privileged {
     conntrace: PathBuf,
+    loadgen: PathBuf,
     executables: Vec<PathBuf>,
 }
 
 fn build_privileged() -> anyhow::Result<Privileged> {
     cargo(&["build", "--package", "tracer-user", "--bin", "conntrace"])?;
+    // The output tests' storms come from the benchmark's load generator.
+    cargo(&["build", "--package", "xtask", "--bin", "loadgen"])?;
     let out = Command::new(cargo_bin())
         .args([
             "test",
@@ -134,6 +137,7 @@ fn build_privileged() -> anyhow::Result<Privileged> {
     }
     Ok(Privileged {
         conntrace: target_dir()?.join("debug/conntrace"),
+        loadgen: target_dir()?.join("debug/loadgen"),
         executables,
     })
 }
@@ -159,7 +163,6 @@ fn integration_test_executables(cargo_json: &str) -> Vec<PathBuf> {
 /// machine.
 fn bench_smoke(conntrace: &std::path::Path) -> anyhow::Result<()> {
     require_root()?;
-    cargo(&["build", "--package", "xtask", "--bin", "loadgen"])?;
     let out = std::env::temp_dir().join(format!("conntrace-bench-smoke-{}.md", std::process::id()));
     let _ = std::fs::remove_file(&out);
     crate::bench::run(&crate::bench::Args {
@@ -205,7 +208,9 @@ fn run_privileged_here(p: &Privileged, filter: Option<&str>) -> anyhow::Result<(
     require_root()?;
     for exe in &p.executables {
         let mut cmd = Command::new(exe);
-        cmd.env("CONNTRACE_BIN", &p.conntrace).args(filter);
+        cmd.env("CONNTRACE_BIN", &p.conntrace)
+            .env("LOADGEN_BIN", &p.loadgen)
+            .args(filter);
         util::run(&mut cmd)?;
     }
     Ok(())
@@ -229,7 +234,11 @@ fn run_privileged_in_vm(p: &Privileged, filter: Option<&str>) -> anyhow::Result<
     let mut script =
         String::from("set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; ");
     script += "export CONNTRACE_EXPECT_HOOK=fexit,kretprobe CONNTRACE_TEST_START_TIMEOUT_S=180; ";
-    script += &format!("export CONNTRACE_BIN={}; ", p.conntrace.display());
+    script += &format!(
+        "export CONNTRACE_BIN={} LOADGEN_BIN={}; ",
+        p.conntrace.display(),
+        p.loadgen.display()
+    );
     // Each test executable gets a time limit, so that a hang fails with its output
     // rather than running into CI's own limit. One test at a time: under emulation each
     // conntrace start takes ~20 s of the VM's two CPUs, and parallel tests there once

@@ -9,10 +9,11 @@ use super::{Finding, Verdict};
 use crate::{
     aggregate::Aggregator,
     loader::KernelCounters,
-    model::short_id,
+    model::{RunInfo, short_id},
     output::{
-        RunInfo, SCHEMA_VERSION,
-        summary::{CountsObj, SubjectObj, counts, subject},
+        SCHEMA_VERSION,
+        schema::{CountsObj, SubjectObj},
+        summary::{counts, subject},
         terminal::write_line,
         time::{clock_millis, human_duration, rfc3339_nanos},
     },

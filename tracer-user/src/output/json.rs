@@ -1,7 +1,7 @@
 //! JSON lines, ECS field names (docs/schema.md). One object per line; the schema version
-//! rides in every record so that pipelines can route on it.
+//! rides in every record so that pipelines can route on it. The records' shape is defined
+//! once, in [`super::schema`].
 use std::{
-    collections::BTreeMap,
     io::Write,
     net::{IpAddr, SocketAddr},
 };
@@ -9,43 +9,23 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    RunInfo, SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    schema::{BareEvent, HostObj, Kind, StartConntrace, StartRecord, StatsConntrace, StatsRecord},
     time::{rfc3339_nanos, write_rfc3339_nanos},
 };
 use crate::{
     errno,
-    model::{ConnEvent, Details, Identity, tcp_state_name},
+    model::{ConnEvent, Details, Identity, RunInfo, tcp_state_name},
     stats::Snapshot,
 };
-
-/// The start and stats records: few, so serde writes them.
-#[derive(Serialize)]
-struct Record<'a, C: Serialize> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    event: EventObj<'a>,
-    host: HostObj<'a>,
-    conntrace: C,
-}
-
-#[derive(Serialize)]
-struct EventObj<'a> {
-    kind: &'a str,
-    action: &'a str,
-}
-
-#[derive(Serialize)]
-struct HostObj<'a> {
-    name: &'a str,
-}
 
 /// Writes one connection record as a line.
 ///
 /// Written by hand, not through serde: this runs for every event, and serde's call per
 /// key and value plus the strings allocated for the timestamp, the addresses and the ids
 /// cost several times the rest of conntrace's work per event (docs/benchmarks.md). The
-/// bytes are the ones the serde structs in this file's tests write; a test keeps the two
-/// in step. Fields in the order docs/schema.md lists them.
+/// bytes are the ones [`super::schema::EventRecord`] writes; a test keeps the two in
+/// step. Fields in the order docs/schema.md lists them.
 pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::Result<()> {
     out.write_all(b"{\"@timestamp\":\"")?;
     write_rfc3339_nanos(out, e.time_ns)?;
@@ -274,75 +254,44 @@ fn write_endpoint(out: &mut impl Write, addr: SocketAddr) -> std::io::Result<()>
     out.write_all(b"}")
 }
 
-#[derive(Serialize)]
-struct StartObj<'a> {
-    schema_version: u32,
-    version: &'a str,
-    kernel: &'a str,
-    connect_hook: &'a str,
-    filters: &'a BTreeMap<&'static str, String>,
-}
-
 /// The stream's first record: which attach path was chosen, on which kernel.
 pub fn write_start(out: &mut impl Write, info: &RunInfo) -> std::io::Result<()> {
-    let record = bare_record(
-        info.start_ns,
-        "state",
-        "start",
-        &info.host,
-        StartObj {
-            schema_version: SCHEMA_VERSION,
-            version: env!("CARGO_PKG_VERSION"),
-            kernel: &info.kernel,
-            connect_hook: &info.connect_hook,
-            filters: &info.filters,
+    let record = StartRecord {
+        timestamp: rfc3339_nanos(info.start_ns),
+        event: bare_event(Kind::State, "start"),
+        host: HostObj {
+            name: info.host.clone(),
         },
-    );
+        conntrace: StartConntrace {
+            schema_version: SCHEMA_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            kernel: info.kernel.clone(),
+            connect_hook: info.connect_hook.clone(),
+            filters: info
+                .filters
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        },
+    };
     write_line(out, &record)
-}
-
-#[derive(Serialize)]
-struct StatsObj<'a> {
-    schema_version: u32,
-    #[serde(rename = "final")]
-    is_final: bool,
-    events: &'a BTreeMap<String, u64>,
-    received: u64,
-    malformed: u64,
-    kernel_submitted: u64,
-    lost_events: u64,
-    lost_events_per_cpu: &'a [u64],
-    connecting: u64,
-    established: u64,
-    connects_unfollowed: u64,
-    established_unfollowed: u64,
-    connect_calls_unfollowed: u64,
-    failed_sockets_unremembered: u64,
-    swept: u64,
-    skipped_program_runs: u64,
-    skipped_program_runs_by_program: &'a BTreeMap<String, u64>,
-    kernel_read_errors: u64,
-    filtered: u64,
-    lookups_timed_out: u64,
-    lookups_refused: u64,
 }
 
 /// A stats record (`event.kind: "metric"`, `event.action: "stats"`).
 pub fn write_stats(out: &mut impl Write, s: &Snapshot, host: &str) -> std::io::Result<()> {
-    let record = bare_record(
-        s.time_ns,
-        "metric",
-        "stats",
-        host,
-        StatsObj {
+    let record = StatsRecord {
+        timestamp: rfc3339_nanos(s.time_ns),
+        event: bare_event(Kind::Metric, "stats"),
+        host: HostObj { name: host.into() },
+        conntrace: StatsConntrace {
             schema_version: SCHEMA_VERSION,
             is_final: s.is_final,
-            events: &s.counts.by_kind,
+            events: s.counts.by_kind.clone(),
             received: s.counts.received,
             malformed: s.counts.malformed,
             kernel_submitted: s.kernel.submitted,
             lost_events: s.kernel.lost,
-            lost_events_per_cpu: &s.kernel.lost_per_cpu,
+            lost_events_per_cpu: s.kernel.lost_per_cpu.clone(),
             connecting: s.kernel.connecting,
             established: s.kernel.established,
             connects_unfollowed: s.kernel.connects_unfollowed,
@@ -351,224 +300,42 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot, host: &str) -> std::io::R
             failed_sockets_unremembered: s.kernel.failed_unremembered,
             swept: s.kernel.swept,
             skipped_program_runs: s.kernel.skipped_total(),
-            skipped_program_runs_by_program: &s.kernel.skipped,
+            skipped_program_runs_by_program: s.kernel.skipped.clone(),
             kernel_read_errors: s.kernel.read_errors,
             filtered: s.counts.filtered,
             lookups_timed_out: s.counts.enrich.timed_out,
             lookups_refused: s.counts.enrich.busy,
+            output_dropped: s.output.dropped.events,
+            output_dropped_other: s.output.dropped.other,
         },
-    );
+    };
     write_line(out, &record)
 }
 
-fn bare_record<'a, C: Serialize>(
-    time_ns: u64,
-    kind: &'a str,
-    action: &'a str,
-    host: &'a str,
-    conntrace: C,
-) -> Record<'a, C> {
-    Record {
-        timestamp: rfc3339_nanos(time_ns),
-        event: EventObj { kind, action },
-        host: HostObj { name: host },
-        conntrace,
+fn bare_event(kind: Kind, action: &str) -> BareEvent {
+    BareEvent {
+        kind,
+        action: action.into(),
     }
 }
 
-fn write_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+pub fn write_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     out.write_all(b"\n")
 }
 
 #[cfg(test)]
 mod tests {
-    //! The hand-written event writer against the serde structs it replaced.
+    //! The hand-written event writer against the schema's type.
     use super::*;
     use crate::{
         model::{Action, Container, DetailsMissing, Outcome, Pod, Reason, Workload, WorkloadKind},
-        output::summary::{ContainerObj, PodObj, container_obj, pod_obj},
+        output::schema::EventRecord,
     };
     use std::sync::Arc;
 
-    #[derive(Serialize)]
-    struct Reference<'a> {
-        #[serde(rename = "@timestamp")]
-        timestamp: String,
-        event: RefEvent<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<RefError>,
-        process: RefProcess<'a>,
-        user: RefUser,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        source: Option<RefEndpoint>,
-        destination: RefEndpoint,
-        network: RefNetwork,
-        host: HostObj<'a>,
-        conntrace: RefConn,
-    }
-
-    #[derive(Serialize)]
-    struct RefEvent<'a> {
-        kind: &'a str,
-        category: &'a [&'a str],
-        #[serde(rename = "type")]
-        type_: &'a [&'a str],
-        action: &'a str,
-        outcome: &'a str,
-        reason: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        duration: Option<u64>,
-    }
-
-    #[derive(Serialize)]
-    struct RefError {
-        code: String,
-    }
-
-    #[derive(Serialize)]
-    struct RefProcess<'a> {
-        pid: u32,
-        name: &'a str,
-        thread: RefThread,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        executable: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        args: Option<&'a [String]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        container: Option<ContainerObj>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pod: Option<PodObj>,
-    }
-
-    #[derive(Serialize)]
-    struct RefThread {
-        id: u32,
-    }
-
-    #[derive(Serialize)]
-    struct RefUser {
-        id: String,
-    }
-
-    #[derive(Serialize)]
-    struct RefEndpoint {
-        ip: String,
-        port: u16,
-    }
-
-    #[derive(Serialize)]
-    struct RefNetwork {
-        #[serde(rename = "type")]
-        type_: &'static str,
-        transport: &'static str,
-    }
-
-    #[derive(Serialize)]
-    struct RefConn {
-        schema_version: u32,
-        netns: u32,
-        cgroup_id: u64,
-        syns_sent: u32,
-        syn_retransmits: u32,
-        retransmits: u32,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tcp_state: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        age: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        direction: Option<&'static str>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        closed_by_application: bool,
-        #[serde(skip_serializing_if = "is_zero")]
-        local_drops: u32,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        local_drop_reason: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        bytes_received: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        bytes_sent: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        idle_before_peer_fin: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        since_peer_fin: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cgroup_v1_id: Option<u64>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        args_truncated: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        details_missing: Option<&'static str>,
-    }
-
-    #[allow(
-        clippy::trivially_copy_pass_by_ref,
-        reason = "serde's skip_serializing_if passes a reference"
-    )]
-    fn is_zero(n: &u32) -> bool {
-        *n == 0
-    }
-
     fn reference(e: &ConnEvent, host: &str) -> String {
-        let endpoint = |a: SocketAddr| RefEndpoint {
-            ip: a.ip().to_string(),
-            port: a.port(),
-        };
-        let record = Reference {
-            timestamp: rfc3339_nanos(e.time_ns),
-            event: RefEvent {
-                kind: "event",
-                category: &["network"],
-                type_: &["connection"],
-                action: e.action.as_str(),
-                outcome: e.outcome.as_str(),
-                reason: e.reason.as_str(),
-                duration: e.duration_ns,
-            },
-            error: e.errno.map(|n| RefError {
-                code: errno::name(n),
-            }),
-            process: RefProcess {
-                pid: e.process.pid,
-                name: &e.process.name,
-                thread: RefThread { id: e.process.tid },
-                executable: e.process.executable.as_deref(),
-                args: e.process.args.as_deref(),
-                container: e.process.container().map(container_obj),
-                pod: e.process.pod().map(pod_obj),
-            },
-            user: RefUser {
-                id: e.process.uid.to_string(),
-            },
-            source: e.source.map(endpoint),
-            destination: endpoint(e.destination),
-            network: RefNetwork {
-                type_: e.network_type(),
-                transport: "tcp",
-            },
-            host: HostObj { name: host },
-            conntrace: RefConn {
-                schema_version: SCHEMA_VERSION,
-                netns: e.netns,
-                cgroup_id: e.process.cgroup_id,
-                syns_sent: e.syns_sent(),
-                syn_retransmits: e.syn_retransmits,
-                retransmits: e.retransmits,
-                tcp_state: e.tcp_state.and_then(tcp_state_name),
-                age: e.age_ns,
-                direction: e.details.accepted.then_some("inbound"),
-                closed_by_application: e.details.closed_after_error,
-                local_drops: e.details.local_drops,
-                local_drop_reason: e.details.drop_reason.clone(),
-                bytes_received: e.details.bytes.map(|b| b.received),
-                bytes_sent: e.details.bytes.map(|b| b.sent),
-                idle_before_peer_fin: e.details.peer_fin.map(|f| f.idle_before_ns),
-                since_peer_fin: e.details.peer_fin.map(|f| f.since_ns),
-                cgroup_v1_id: (e.process.cgroup_v1_id != 0).then_some(e.process.cgroup_v1_id),
-                args_truncated: e.process.args_truncated,
-                details_missing: e.process.details_missing.map(DetailsMissing::as_str),
-            },
-        };
-        serde_json::to_string(&record).unwrap() + "\n"
+        serde_json::to_string(&EventRecord::of(e, host)).unwrap() + "\n"
     }
 
     fn written(e: &ConnEvent, host: &str) -> String {

@@ -1,104 +1,46 @@
-//! Where records go: JSON lines or text columns on stdout (data only), buffered and
-//! flushed on a tick and at exit.
+//! Where records go, and how they look: JSON lines ([`json`], [`summary`]) or text columns
+//! ([`text`]), formatted on the event loop into a bounded queue ([`queue`], [`stream`])
+//! that a writer thread ([`writer`]) empties to stdout or a file. The JSON records' one
+//! definition is [`schema`]; the writers are checked against it. [`http`] serves the
+//! Prometheus metrics.
+pub mod hook;
+pub mod http;
 pub mod json;
+pub mod queue;
+pub mod schema;
+pub mod stream;
 pub mod summary;
+pub mod syslog;
 pub mod terminal;
 pub mod text;
 pub mod time;
+pub mod writer;
 
-use std::{collections::BTreeMap, io::Write};
-
-use crate::{cli::Format, model::ConnEvent, stats::Snapshot};
+use std::io::Write as _;
 
 /// Version of the JSON records' shape (docs/schema.md). Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// What the start record says about this run.
-#[derive(Clone, Debug, Default)]
-pub struct RunInfo {
-    pub start_ns: u64,
-    pub host: String,
-    pub kernel: String,
-    pub connect_hook: String,
-    pub filters: BTreeMap<&'static str, String>,
-}
-
-/// Records out. `W` is stdout in the binary and a `Vec<u8>` in tests.
-pub struct Sink<W: Write> {
-    format: Format,
-    out: W,
-    host: String,
-    header_written: bool,
-}
-
-impl<W: Write> Sink<W> {
-    pub fn new(format: Format, out: W, host: String) -> Sink<W> {
-        Sink {
-            format,
-            out,
-            host,
-            header_written: false,
-        }
-    }
-
-    /// The first record of a JSON stream; in text mode a line on stderr.
-    pub fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
-        match self.format {
-            Format::Json => json::write_start(&mut self.out, info),
-            Format::Text => text::write_start(&mut std::io::stderr(), info),
-        }
-    }
-
-    pub fn event(&mut self, e: &ConnEvent) -> std::io::Result<()> {
-        match self.format {
-            Format::Json => json::write_event(&mut self.out, e, &self.host),
-            Format::Text => {
-                if !self.header_written {
-                    text::write_header(&mut self.out)?;
-                    self.header_written = true;
-                }
-                text::write_event(&mut self.out, e)
-            }
-        }
-    }
-
-    pub fn stats(&mut self, s: &Snapshot) -> std::io::Result<()> {
-        match self.format {
-            Format::Json => json::write_stats(&mut self.out, s, &self.host),
-            Format::Text => text::write_stats(&mut std::io::stderr(), s),
-        }
-    }
-
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-
-    pub fn into_inner(self) -> W {
-        self.out
-    }
-
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// The stream, for records written elsewhere (summaries) between these.
-    pub fn writer(&mut self) -> &mut W {
-        &mut self.out
-    }
+/// Writes to stderr, ignoring failures: a closed or full stderr must neither stop the run
+/// nor panic (as `eprintln!` would).
+pub fn to_stderr(write: impl FnOnce(&mut std::io::StderrLock<'_>) -> std::io::Result<()>) {
+    let mut err = std::io::stderr().lock();
+    let _ = write(&mut err);
+    let _ = err.flush();
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::model::{Action, Outcome, Process, Reason};
+    use crate::{
+        model::{Action, ConnEvent, Outcome, Process, Reason, RunInfo},
+        stats::Snapshot,
+    };
     use serde_json::{Value, json};
+    use std::collections::BTreeMap;
 
     /// A refused connect with every field set: the fixture the JSON tests share.
-    pub(super) fn refused() -> ConnEvent {
+    pub(crate) fn refused() -> ConnEvent {
         ConnEvent {
             time_ns: 1_795_889_615_123_456_789,
             action: Action::Connect,
@@ -128,9 +70,9 @@ mod tests {
     }
 
     fn json_of(e: &ConnEvent) -> Value {
-        let mut sink = Sink::new(Format::Json, Vec::new(), "node-1".into());
-        sink.event(e).unwrap();
-        let out = String::from_utf8(sink.into_inner()).unwrap();
+        let mut out = Vec::new();
+        json::write_event(&mut out, e, "node-1").unwrap();
+        let out = String::from_utf8(out).unwrap();
         assert!(
             out.ends_with('\n') && out.matches('\n').count() == 1,
             "one line: {out}"
@@ -204,7 +146,7 @@ mod tests {
 
     #[test]
     fn start_and_stats_records() {
-        let mut sink = Sink::new(Format::Json, Vec::new(), "h".into());
+        let mut out = Vec::new();
         let info = RunInfo {
             start_ns: 0,
             host: "h".into(),
@@ -212,7 +154,7 @@ mod tests {
             connect_hook: "tracepoint".into(),
             filters: BTreeMap::from([("port", "80".to_owned())]),
         };
-        sink.start(&info).unwrap();
+        json::write_start(&mut out, &info).unwrap();
         let mut snap = Snapshot {
             is_final: true,
             ..Snapshot::default()
@@ -220,8 +162,8 @@ mod tests {
         snap.counts.record(&refused());
         snap.kernel.lost_per_cpu = vec![0, 3];
         snap.kernel.lost = 3;
-        sink.stats(&snap).unwrap();
-        let out = String::from_utf8(sink.into_inner()).unwrap();
+        json::write_stats(&mut out, &snap, "h").unwrap();
+        let out = String::from_utf8(out).unwrap();
         let lines: Vec<Value> = out
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -244,15 +186,16 @@ mod tests {
 
     #[test]
     fn text_is_aligned_columns_with_a_header() {
-        let mut sink = Sink::new(Format::Text, Vec::new(), "h".into());
+        let mut out = Vec::new();
         let mut timeout = refused();
         timeout.reason = Reason::Timeout;
         timeout.errno = Some(110);
         timeout.syn_retransmits = 1;
         timeout.duration_ns = Some(3_010_000_000);
-        sink.event(&refused()).unwrap();
-        sink.event(&timeout).unwrap();
-        let out = String::from_utf8(sink.into_inner()).unwrap();
+        text::write_header(&mut out).unwrap();
+        text::write_event(&mut out, &refused()).unwrap();
+        text::write_event(&mut out, &timeout).unwrap();
+        let out = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("TIME"));
         assert!(
@@ -277,9 +220,9 @@ mod tests {
         for (raw, escaped) in terminal::tests::HOSTILE {
             let mut e = refused();
             e.process.name = (*raw).to_owned();
-            let mut sink = Sink::new(Format::Text, Vec::new(), "h".into());
-            sink.event(&e).unwrap();
-            let out = sink.into_inner();
+            let mut out = Vec::new();
+            text::write_header(&mut out).unwrap();
+            text::write_event(&mut out, &e).unwrap();
             assert_eq!(
                 terminal::tests::raw_controls(&out),
                 [] as [usize; 0],

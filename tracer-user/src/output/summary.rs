@@ -1,95 +1,25 @@
 //! Summary records (`event.kind: "metric"`, `event.action: "summary"`): one per (workload,
-//! destination) entry of the aggregate, for the entries that changed in an interval and
-//! for every entry at exit. The same counts object serves `diagnose --json`.
+//! destination) entry of the aggregate. Built here from an entry, in the shape
+//! [`super::schema::SummaryRecord`] defines; the same counts object serves `diagnose
+//! --json`.
 use std::{collections::BTreeMap, io::Write};
 
-use serde::Serialize;
-
 use super::{
-    SCHEMA_VERSION, Sink,
+    SCHEMA_VERSION,
+    json::write_line as write_json_line,
+    schema::{
+        ContainerObj, CountsObj, DestinationObj, EntryObj, FailuresObj, HostObj, Kind,
+        LastErrorObj, PodObj, QuantilesObj, ResetsObj, SubjectObj, SummaryConntrace, SummaryEvent,
+        SummaryProcess, SummaryRecord, WorkloadObj,
+    },
     terminal::write_line,
     time::{clock_millis, human_duration, rfc3339_nanos},
 };
 use crate::{
-    aggregate::{Aggregator, Entry, FailureStats, Key, Quantiles},
-    cli::Format,
-    collector::{Consumer, Flow, Starter},
+    aggregate::{Entry, FailureStats, Key, Quantiles},
     errno,
-    model::{ConnEvent, Container, Pod},
-    output::RunInfo,
-    stats::Snapshot,
+    model::{Container, Pod},
 };
-
-/// The numbers of one entry.
-#[derive(Debug, Serialize)]
-pub struct CountsObj {
-    pub attempts: u64,
-    pub successes: u64,
-    pub failures: FailuresObj,
-    pub resets: ResetsObj,
-    /// Established connections the kernel killed with an error (timeout, unreachable).
-    pub lost: u64,
-    pub connections_ended: u64,
-    /// Connections the peer closed before sending a single byte.
-    pub closed_before_reply: u64,
-    /// Failed attempts none of whose SYNs left this host.
-    pub dropped_here: u64,
-    pub syn_retransmits: u64,
-    pub retransmits: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connect_time: Option<QuantilesObj>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_to_fail: Option<QuantilesObj>,
-    pub first_seen: String,
-    pub last_seen: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<LastErrorObj>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct FailuresObj {
-    pub total: u64,
-    pub refused: u64,
-    pub timeout: u64,
-    pub unreachable: u64,
-    pub abandoned: u64,
-    pub local_error: u64,
-    /// Unreachable attempts by errno name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub unreachable_errors: BTreeMap<String, u64>,
-    /// Local errors by errno name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub local_errors: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ResetsObj {
-    pub received: u64,
-    pub sent: u64,
-    /// Of those received, the ones after the peer had closed the connection (stale
-    /// keep-alive reuse).
-    pub after_peer_fin: u64,
-}
-
-/// Nanoseconds.
-#[derive(Debug, Serialize)]
-pub struct QuantilesObj {
-    pub count: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub max: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LastErrorObj {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub action: &'static str,
-    pub reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-}
 
 fn quantiles(q: Option<Quantiles>) -> Option<QuantilesObj> {
     q.map(|q| QuantilesObj {
@@ -136,52 +66,11 @@ pub fn counts(e: &Entry) -> CountsObj {
         last_seen: rfc3339_nanos(e.last_seen_ns),
         last_error: e.last_error.map(|l| LastErrorObj {
             timestamp: rfc3339_nanos(l.time_ns),
-            action: l.action.as_str(),
-            reason: l.reason.as_str(),
+            action: l.action,
+            reason: l.reason,
             code: l.errno.map(errno::name),
         }),
     }
-}
-
-/// ECS `process`, for an entry with a workload, with its container and pod.
-#[derive(Debug, Serialize)]
-pub struct ProcessObj {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub executable: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerObj>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodObj>,
-}
-
-/// `process.container` (docs/schema.md).
-#[derive(Debug, Serialize)]
-pub struct ContainerObj {
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-/// `process.pod` (docs/schema.md).
-#[derive(Debug, Serialize)]
-pub struct PodObj {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workload: Option<WorkloadObj>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WorkloadObj {
-    pub kind: &'static str,
-    pub name: String,
 }
 
 pub fn container_obj(c: &Container) -> ContainerObj {
@@ -198,34 +87,15 @@ pub fn pod_obj(p: &Pod) -> PodObj {
         uid: p.uid.clone(),
         namespace: p.namespace.clone(),
         workload: p.workload.as_ref().map(|w| WorkloadObj {
-            kind: w.kind.as_str(),
+            kind: w.kind.as_str().into(),
             name: w.name.clone(),
         }),
     }
 }
 
-/// ECS `destination`: `address` always (`other` for a folded entry), `ip` and `port` when
-/// the entry has one destination.
-#[derive(Debug, Serialize)]
-pub struct DestinationObj {
-    pub address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-}
-
-/// Who and where: the parts of a summary that name the entry.
-#[derive(Debug, Serialize)]
-pub struct SubjectObj {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessObj>,
-    pub destination: DestinationObj,
-}
-
 pub fn subject(key: &Key, e: &Entry) -> SubjectObj {
     SubjectObj {
-        process: key.workload.as_ref().map(|w| ProcessObj {
+        process: key.workload.as_ref().map(|w| SummaryProcess {
             name: w.name.clone(),
             executable: e.executable.clone(),
             container: w.container().map(container_obj),
@@ -241,27 +111,6 @@ pub fn subject(key: &Key, e: &Entry) -> SubjectObj {
     }
 }
 
-/// conntrace's own part of a summary record.
-#[derive(Debug, Serialize)]
-pub struct EntryObj {
-    pub pids: Vec<u32>,
-    /// More processes than `pids` lists were seen.
-    pub more_pids: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup_v1_id: Option<u64>,
-    pub netns: u32,
-    /// A folded entry: `destination` (and, for the catch-all, the workload) is `other`.
-    pub folded: bool,
-    /// `inbound` for connections the workload accepted (it listens on `destination`);
-    /// absent for those it made.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<&'static str>,
-    #[serde(flatten)]
-    pub counts: CountsObj,
-}
-
 pub fn entry_obj(key: &Key, e: &Entry) -> EntryObj {
     EntryObj {
         pids: e.pids.pids.clone(),
@@ -274,45 +123,9 @@ pub fn entry_obj(key: &Key, e: &Entry) -> EntryObj {
             .filter(|&id| id != 0),
         netns: e.netns,
         folded: key.destination.is_none(),
-        direction: key.inbound.then_some("inbound"),
+        direction: key.inbound.then(|| "inbound".into()),
         counts: counts(e),
     }
-}
-
-#[derive(Serialize)]
-struct SummaryRecord<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    event: SummaryEvent,
-    #[serde(flatten)]
-    subject: SubjectObj,
-    host: HostObj<'a>,
-    conntrace: SummaryConntrace,
-}
-
-#[derive(Serialize)]
-struct SummaryEvent {
-    kind: &'static str,
-    category: [&'static str; 1],
-    #[serde(rename = "type")]
-    type_: [&'static str; 1],
-    action: &'static str,
-}
-
-#[derive(Serialize)]
-struct HostObj<'a> {
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct SummaryConntrace {
-    schema_version: u32,
-    #[serde(rename = "final")]
-    is_final: bool,
-    /// Records folded into `other` entries so far (more destinations than --max-keys).
-    folded_into_other: u64,
-    #[serde(flatten)]
-    entry: EntryObj,
 }
 
 /// When and where a batch of summaries is written.
@@ -333,13 +146,15 @@ pub fn write_json(
     let record = SummaryRecord {
         timestamp: rfc3339_nanos(batch.time_ns),
         event: SummaryEvent {
-            kind: "metric",
-            category: ["network"],
-            type_: ["connection"],
-            action: "summary",
+            kind: Kind::Metric,
+            category: vec!["network".into()],
+            type_: vec!["connection".into()],
+            action: "summary".into(),
         },
         subject: subject(key, e),
-        host: HostObj { name: batch.host },
+        host: HostObj {
+            name: batch.host.into(),
+        },
         conntrace: SummaryConntrace {
             schema_version: SCHEMA_VERSION,
             is_final: batch.is_final,
@@ -347,8 +162,7 @@ pub fn write_json(
             entry: entry_obj(key, e),
         },
     };
-    serde_json::to_writer(&mut *out, &record)?;
-    out.write_all(b"\n")
+    write_json_line(out, &record)
 }
 
 /// One line for people: `summary ct-peer → 10.0.0.2:81: 3 attempts, 3 failed (3 refused)…`.
@@ -427,76 +241,14 @@ pub fn sorted<'a>(
     all
 }
 
-/// `trace --summary-interval`: the trace printer, plus an aggregate whose changed entries
-/// are written every interval and whose every entry is written at exit, before the final
-/// stats.
-pub struct SummaryPrinter<C> {
-    pub inner: C,
-    pub aggregate: Aggregator,
-}
-
-impl<W: Write> SummaryPrinter<crate::collector::TracePrinter<W>> {
-    fn write_batch(&mut self, is_final: bool) -> std::io::Result<()> {
-        let sink: &mut Sink<W> = &mut self.inner.sink;
-        let host = sink.host().to_owned();
-        let batch = Batch {
-            time_ns: crate::collector::unix_now_ns(),
-            host: &host,
-            is_final,
-            folded: self.aggregate.folded(),
-        };
-        let entries = if is_final {
-            sorted(self.aggregate.iter())
-        } else {
-            sorted(self.aggregate.changed())
-        };
-        let format = sink.format();
-        for (key, e) in entries {
-            match format {
-                Format::Json => write_json(sink.writer(), key, e, &batch)?,
-                Format::Text => write_text(&mut std::io::stderr(), key, e, is_final)?,
-            }
-        }
-        self.aggregate.start_interval();
-        Ok(())
-    }
-}
-
-impl<W: Write> Consumer for SummaryPrinter<crate::collector::TracePrinter<W>> {
-    fn event(&mut self, e: &ConnEvent) -> std::io::Result<()> {
-        self.aggregate.record(e);
-        self.inner.event(e)
-    }
-
-    fn stats(&mut self, s: &Snapshot) -> std::io::Result<()> {
-        if s.is_final {
-            self.write_batch(true)?;
-        }
-        self.inner.stats(s)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-
-    fn tick(&mut self) -> std::io::Result<Flow> {
-        self.write_batch(false)?;
-        Ok(Flow::Continue)
-    }
-}
-
-impl<W: Write> Starter for SummaryPrinter<crate::collector::TracePrinter<W>> {
-    fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
-        self.inner.start(info)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        aggregate::tests::{connect, key, reset_received},
-        collector::TracePrinter,
+        aggregate::{
+            Aggregator,
+            tests::{connect, key, reset_received},
+        },
         model::Reason,
     };
     use serde_json::{Value, json};
@@ -507,16 +259,6 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-
-    fn printer() -> SummaryPrinter<TracePrinter<Vec<u8>>> {
-        SummaryPrinter {
-            inner: TracePrinter {
-                sink: Sink::new(Format::Json, Vec::new(), "node-1".into()),
-                all: false,
-            },
-            aggregate: Aggregator::new(100),
-        }
     }
 
     #[test]
@@ -591,58 +333,6 @@ mod tests {
         assert!(
             text.contains("app → other: 1 attempts, 0 ok, 1 failed (1 refused)"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn ticks_write_what_changed_and_exit_writes_everything() {
-        let mut p = printer();
-        p.event(&connect(Reason::Refused, "10.0.0.2:80", 1))
-            .unwrap();
-        p.event(&connect(Reason::Success, "10.0.0.3:80", 1))
-            .unwrap();
-        assert_eq!(p.tick().unwrap(), Flow::Continue);
-        p.tick().unwrap();
-        p.event(&connect(Reason::Refused, "10.0.0.2:80", 1))
-            .unwrap();
-        p.tick().unwrap();
-        p.stats(&Snapshot {
-            is_final: true,
-            ..Snapshot::default()
-        })
-        .unwrap();
-        let all = lines(p.inner.sink.into_inner());
-        let summary = |r: &Value| {
-            (
-                r["destination"]["address"].as_str().unwrap().to_owned(),
-                r["conntrace"]["attempts"].as_u64().unwrap(),
-                r["conntrace"]["final"].as_bool().unwrap(),
-            )
-        };
-        let events: Vec<_> = all
-            .iter()
-            .filter(|r| r["event"]["kind"] == "event")
-            .collect();
-        assert_eq!(events.len(), 2, "the two refused connects, not the success");
-        let summaries: Vec<_> = all
-            .iter()
-            .filter(|r| r["event"]["action"] == "summary")
-            .map(summary)
-            .collect();
-        assert_eq!(
-            summaries,
-            [
-                ("10.0.0.2".to_owned(), 1, false),
-                ("10.0.0.3".to_owned(), 1, false),
-                ("10.0.0.2".to_owned(), 2, false),
-                ("10.0.0.2".to_owned(), 2, true),
-                ("10.0.0.3".to_owned(), 1, true),
-            ]
-        );
-        assert_eq!(
-            all.last().unwrap()["event"]["action"],
-            "stats",
-            "stats come last"
         );
     }
 

@@ -3,13 +3,12 @@
 use std::io::Write;
 
 use super::{
-    RunInfo,
     terminal::write_line,
     time::{clock_millis, human_duration},
 };
 use crate::{
     errno,
-    model::{Action, ConnEvent, Reason, tcp_state_name},
+    model::{Action, ConnEvent, Reason, RunInfo, tcp_state_name},
     stats::Snapshot,
 };
 
@@ -129,7 +128,9 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
     write_line(
         out,
         format_args!(
-            "conntrace: {}stats: {} records ({}), {} lost, {} connecting, {} established, {} not followed (map full), {} skipped by the kernel",
+            "conntrace: {}stats: {} records ({}), {} lost, {} connecting, {} established, \
+             {} not followed (map full), {} skipped by the kernel, {} not written (output \
+             too slow){}",
             if s.is_final { "final " } else { "" },
             s.counts.received,
             if kinds.is_empty() {
@@ -141,7 +142,12 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
             s.kernel.connecting,
             s.kernel.established,
             s.kernel.connects_unfollowed + s.kernel.established_unfollowed,
-            s.kernel.skipped_total()
+            s.kernel.skipped_total(),
+            s.output.dropped.events,
+            match s.output.dropped.other {
+                0 => String::new(),
+                n => format!(" and {n} other records"),
+            }
         ),
     )
 }
