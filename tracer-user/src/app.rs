@@ -6,12 +6,13 @@ use std::{
 
 use crate::{
     aggregate::Aggregator,
-    cli::{DiagnoseArgs, Format, TopArgs, TraceArgs},
+    cli::{DiagnoseArgs, Format, HealthArgs, TopArgs, TraceArgs},
     collector::{self, Consumer, Schedule, Starter, TracePrinter, unix_now_ns},
     config::{self, Filters, TraceConfig, Tuning, interval},
     diagnose::{self, Context, host, report},
     enrich,
     exit::{StartError, Status},
+    heartbeat,
     loader::{self, Emit, Tracer},
     model::ConnEvent,
     output::{RunInfo, Sink, summary::SummaryPrinter, time::human_duration},
@@ -53,6 +54,9 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
             accepted: config.accepted,
         }
     };
+    if let Some(path) = &args.heartbeat {
+        heartbeat::first_beat(path)?;
+    }
     let tracer = start(&config.filters, &config.tuning, emit)?;
     let info = run_info(&tracer, &config.filters);
     let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
@@ -66,6 +70,10 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
         tick: summary_every,
     };
     let rt = runtime()?;
+    // On the collector's own (current-thread) runtime: it beats only while the loop turns.
+    if let Some(path) = args.heartbeat.clone() {
+        rt.spawn(heartbeat::beat(path));
+    }
     if summary_every.is_none() {
         return rt.block_on(collector::run(
             tracer,
@@ -95,6 +103,23 @@ fn enrich_settings(filters: &Filters, args: bool) -> enrich::Settings {
         args,
         filter: filters.identity.clone(),
         sources: None,
+    }
+}
+
+/// `conntrace health`: is the heartbeat fresh? 1 (and why, on stderr) when it is not.
+pub fn health(args: &HealthArgs) -> Status {
+    match heartbeat::check(
+        &args.heartbeat,
+        std::time::Duration::from_secs(args.max_age),
+    ) {
+        Ok(status) => status,
+        Err(why) => {
+            let _ = crate::output::terminal::write_line(
+                &mut std::io::stderr(),
+                format_args!("conntrace: {why}"),
+            );
+            Status::FailuresFound
+        }
     }
 }
 
