@@ -308,8 +308,7 @@ fn describe_filters(f: &Filters) -> BTreeMap<&'static str, String> {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+    enrich::identity::node_name().unwrap_or_else(|| "unknown".into())
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
