@@ -7,6 +7,7 @@
 //! root, a tool missing) fails: it never passes quietly.
 pub mod clients;
 pub mod container;
+pub mod deploy;
 pub mod diagnose;
 pub mod http;
 pub mod loadgen;

@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::mpsc,
     thread,
     time::Duration,
@@ -27,7 +27,12 @@ impl Tracer {
     /// Starts `conntrace trace -o json --all --stats-interval 0 --netns NETNS EXTRA...` and
     /// waits for its start record (the programs are attached by then).
     pub fn start(netns: &Path, extra: &[&str]) -> Tracer {
-        let mut child = Command::new(conntrace_bin())
+        Tracer::start_as(&[], netns, extra)
+    }
+
+    /// The same, run by `wrapper` (such as `setpriv` with a reduced capability set).
+    pub fn start_as(wrapper: &[&str], netns: &Path, extra: &[&str]) -> Tracer {
+        let mut child = crate::diagnose::wrapped(wrapper)
             .args([
                 "trace",
                 "-o",

@@ -6,13 +6,14 @@ use std::{
 };
 
 use crate::{
-    cli::{DiagnoseArgs, Format, TopArgs, TraceArgs},
+    cli::{DiagnoseArgs, Format, HealthArgs, TopArgs, TraceArgs},
     clock::unix_now_ns,
     collector::{self, Schedule},
     config::{self, Filters, MetricsConfig, TraceConfig, Tuning},
     diagnose::{self, Context, host, report},
     enrich,
     exit::{StartError, Status},
+    heartbeat,
     loader::{self, Emit, Tracer},
     model::RunInfo,
     output::{hook::Hook, http, queue::Grace, stream::Stream, time::human_duration},
@@ -89,6 +90,9 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
     if let Some(m) = &config.metrics {
         tee.push(serve_metrics(m)?);
     }
+    if let Some(path) = &args.heartbeat {
+        heartbeat::first_beat(path)?;
+    }
     let tracer = start(&config.filters, &config.tuning, emit)?;
     let schedule = Schedule {
         duration: config.duration,
@@ -100,8 +104,26 @@ pub fn trace(args: &TraceArgs) -> anyhow::Result<Status> {
         &config.filters,
         &schedule,
         enrich_settings(&config.filters, config.args),
+        args.heartbeat.clone(),
         &mut tee,
     )
+}
+
+/// `conntrace health`: is the heartbeat fresh? 1 (and why, on stderr) when it is not.
+pub fn health(args: &HealthArgs) -> Status {
+    match heartbeat::check(
+        &args.heartbeat,
+        std::time::Duration::from_secs(args.max_age),
+    ) {
+        Ok(status) => status,
+        Err(why) => {
+            let _ = crate::output::terminal::write_line(
+                &mut std::io::stderr(),
+                format_args!("conntrace: {why}"),
+            );
+            Status::FailuresFound
+        }
+    }
 }
 
 /// What the collector adds to records: arguments only where `trace --args` asks for
@@ -128,16 +150,22 @@ fn serve_metrics(config: &MetricsConfig) -> anyhow::Result<Metrics> {
     Ok(metrics)
 }
 
-/// Loads nothing more: runs the loop on one thread until it stops.
+/// Loads nothing more: runs the loop on one thread until it stops. With a heartbeat file,
+/// it is rewritten from that same thread: it goes stale exactly when the loop stops turning.
 fn run(
     tracer: Tracer,
     filters: &Filters,
     schedule: &Schedule,
     enrich: enrich::Settings,
+    heartbeat: Option<std::path::PathBuf>,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<Status> {
     let info = run_info(&tracer, filters);
-    runtime()?.block_on(collector::run(tracer, &info, schedule, enrich, sink))
+    let rt = runtime()?;
+    if let Some(path) = heartbeat {
+        rt.spawn(heartbeat::beat(path));
+    }
+    rt.block_on(collector::run(tracer, &info, schedule, enrich, sink))
 }
 
 /// Records the ring buffer can hold at most: the final drain reads no more than this.
@@ -177,6 +205,7 @@ pub fn top(args: &TopArgs) -> anyhow::Result<Status> {
         &filters,
         &schedule,
         enrich_settings(&filters, false),
+        None,
         &mut view,
     )
 }

@@ -26,7 +26,7 @@ Examples:
 Needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on older kernels).
 Exit statuses: 0 done, 2 bad arguments, 3 not privileged, 4 kernel lacks a feature,
 5 writing output failed, 6 built without eBPF programs, 70 internal error;
-`diagnose` exits 1 when it found failures.")]
+`diagnose` exits 1 when it found failures, `health` when the heartbeat is stale.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +51,21 @@ pub enum Command {
     /// Watch for a while, then explain every failing (process, destination): the layer at
     /// fault, the probable cause, the evidence, what to check next.
     Diagnose(DiagnoseArgs),
+    /// Exit 0 when `trace --heartbeat FILE` wrote FILE recently, else 1 with the reason:
+    /// a liveness probe for images with no shell.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The file that `trace --heartbeat` writes.
+    #[arg(long, value_name = "FILE")]
+    pub heartbeat: PathBuf,
+
+    /// The oldest heartbeat that counts as alive, in seconds (10 to 86400; it is written
+    /// every 5).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = within(10u64, 86_400))]
+    pub max_age: u64,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +158,11 @@ pub struct TraceArgs {
     /// changed) and of every one at exit; 0.1 to 1e9.
     #[arg(long, value_name = "SECS")]
     pub summary_interval: Option<f64>,
+
+    /// Rewrite FILE every 5 seconds while the collector runs, for a liveness probe
+    /// (`conntrace health --heartbeat FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub heartbeat: Option<PathBuf>,
 
     #[command(flatten)]
     pub aggregate: AggregateArgs,
@@ -435,6 +455,24 @@ mod tests {
         assert_eq!(t.output, None);
         assert_eq!(t.stats_interval, 10.0);
         assert_eq!(t.tuning.ring_buffer_size, 1 << 20);
+    }
+
+    #[test]
+    fn health_parses_its_heartbeat_and_bounded_age() {
+        let Command::Health(h) = parse(&["health", "--heartbeat", "/run/hb"])
+            .unwrap()
+            .command
+        else {
+            panic!("not health")
+        };
+        assert_eq!(h.heartbeat, PathBuf::from("/run/hb"));
+        assert_eq!(h.max_age, 30);
+        assert!(parse(&["health", "--heartbeat", "/run/hb", "--max-age", "9"]).is_err());
+        assert!(parse(&["health"]).is_err(), "the file is required");
+        let Command::Trace(t) = parse(&["trace", "--heartbeat", "/run/hb"]).unwrap().command else {
+            panic!("not trace")
+        };
+        assert_eq!(t.heartbeat, Some(PathBuf::from("/run/hb")));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 pub enum Status {
     /// Ran and stopped normally (duration reached, SIGINT/SIGTERM, stdout closed).
     Ok = 0,
-    /// `diagnose` found failing connections.
+    /// `diagnose` found failing connections; `health`: the heartbeat is stale or missing.
     FailuresFound = 1,
     /// Bad command line (clap's own status).
     Usage = 2,

@@ -24,6 +24,7 @@ pub mod diagnose;
 pub mod enrich;
 pub mod errno;
 pub mod exit;
+pub mod heartbeat;
 pub mod kernel;
 pub mod listeners;
 pub mod loader;

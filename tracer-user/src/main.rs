@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => app::trace(args),
         Command::Top(args) => app::top(args),
         Command::Diagnose(args) => app::diagnose(args),
+        Command::Health(args) => Ok(app::health(args)),
     };
     match result {
         Ok(status) => status.into(),

@@ -1,6 +1,7 @@
 //! `cargo xtask`: what cargo alone cannot do: install the eBPF toolchain and test
 //! prerequisites, run conntrace, run every tier of tests, run the benchmarks.
 mod bench;
+mod image;
 mod setup;
 mod test;
 mod util;
@@ -33,6 +34,9 @@ enum Task {
     Test(test::Args),
     /// Measure what conntrace costs (see docs/benchmarks.md).
     Bench(bench::Args),
+    /// Build the container image the DaemonSet names (FROM scratch, static binary),
+    /// offline and reproducibly, with podman; write it as an OCI archive.
+    Image(image::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Task::Run { args } => run(args),
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Image(args) => image::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

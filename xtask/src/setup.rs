@@ -164,7 +164,42 @@ fn test_tools() -> Vec<Prerequisite> {
             &["--version"],
             "util-linux",
         ),
+        // The deployment checks: the image build, the unit's analysis, the manifest's
+        // validators.
+        Prerequisite::package("podman", "podman", &["--version"], "podman"),
+        Prerequisite::package(
+            "systemd-analyze",
+            "systemd-analyze",
+            &["--version"],
+            "systemd",
+        ),
+        pip_tool("checkov", CHECKOV_VERSION),
+        pip_tool("kubernetes-validate", KUBERNETES_VALIDATE_VERSION),
     ]
+}
+
+/// The manifest's validators, pinned: a new release brings new checks (checkov) or
+/// schemas (kubernetes-validate), which should arrive as a change of this file.
+const CHECKOV_VERSION: &str = "3.3.30";
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// A command-line tool from PyPI, present when `NAME --version` names `version`.
+fn pip_tool(name: &'static str, version: &'static str) -> Prerequisite {
+    Prerequisite {
+        name: format!("{name} {version} (PyPI)"),
+        present: Box::new(move || {
+            output(name, &["--version"]).is_some_and(|v| v.split_whitespace().any(|w| w == version))
+        }),
+        packages: Vec::new(),
+        install: Some(Box::new(move || {
+            util::run(Command::new("pip").args([
+                "install",
+                "--quiet",
+                &format!("{name}=={version}"),
+            ]))
+        })),
+        manual: format!("pip install {name}=={version}"),
+    }
 }
 
 /// busybox-static: the identity tests' container rootfs, and virtme-ng's init.

@@ -30,12 +30,23 @@ impl Sources {
     /// The real host's paths, and its name.
     pub fn of_this_host() -> Sources {
         Sources {
-            node: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|n| n.trim().to_owned())
-                .unwrap_or_default(),
+            node: node_name().unwrap_or_default(),
             ..Sources::default()
         }
     }
+}
+
+/// Set by the DaemonSet from the downward API (`spec.nodeName`): a pod without
+/// hostNetwork has a hostname of its own, the pod's name.
+pub const NODE_NAME_ENV: &str = "CONNTRACE_NODE_NAME";
+
+/// This node's name: `CONNTRACE_NODE_NAME` when set, else the hostname.
+pub fn node_name() -> Option<String> {
+    std::env::var(NODE_NAME_ENV)
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
 }
 
 /// What the cgroup ids the kernel recorded say.
