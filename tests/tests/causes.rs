@@ -226,6 +226,8 @@ fn resets_on_accepted_connections_are_the_listeners() {
         "{finding:#}"
     );
     assert_eq!(finding["evidence"]["resets_sent"], 3, "{finding:#}");
-    let _ = before.kill();
-    let _ = after.kill();
+    for server in [&mut before, &mut after] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 }

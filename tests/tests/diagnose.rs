@@ -422,7 +422,9 @@ fn ephemeral_port_exhaustion_cites_the_port_range() {
 fn nothing_failing_exits_zero() {
     require_root();
     let pair = Pair::on_unique_subnet("dg-ok");
-    let _server = pair.serve(&["--port", "80"]);
+    // The server keeps each connection until the client closes it: a server that hangs up
+    // first without a byte would be a finding of its own (closed_before_reply).
+    let _server = pair.serve(&["--port", "80", "--hold-ms", "2000"]);
     // This one runs to its --duration: the window's end is what stops it.
     let run = Diagnose::start(&pair.client.path(), 5, &[]);
     let seen = connect(&pair, &pair.server_v4, 80, 3);
