@@ -440,20 +440,47 @@ fn wakeup_table(c: &Comparison, bpf_stats: bool) -> String {
     t.render()
 }
 
-/// Where the in-kernel time goes: the tracer's programs, one by one.
-fn programs_table(trials: &[Trial]) -> Option<String> {
+/// Programs that ran less often than once per hundred units of work ran for other
+/// traffic on the host (every hook is host-wide), not for the load measured.
+const MIN_RUNS_PER_UNIT: f64 = 0.01;
+
+/// One of the tracer's programs, summed over trials.
+struct ProgramRuns {
+    name: String,
+    time_ns: u64,
+    runs: u64,
+}
+
+/// The units of work of `trials` (their attempts) and the tracer's programs that ran for
+/// them, by name.
+fn own_programs(trials: &[Trial]) -> Option<(u64, Vec<ProgramRuns>)> {
     let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let mut attempts = 0u64;
+    let mut units = 0u64;
     for t in trials {
         let r = t.tracer.as_ref()?;
-        attempts += t.load.attempts;
+        units += t.load.attempts;
         for (name, (time, cnt)) in &r.progs.by_name {
             let slot = by_name.entry(name.as_str()).or_default();
             slot.0 += time;
             slot.1 += cnt;
         }
     }
-    if attempts == 0 || by_name.values().all(|(_, c)| *c == 0) {
+    let programs = by_name
+        .into_iter()
+        .filter(|(_, (_, cnt))| *cnt > 0 && *cnt as f64 >= MIN_RUNS_PER_UNIT * units as f64)
+        .map(|(name, (time_ns, runs))| ProgramRuns {
+            name: name.to_owned(),
+            time_ns,
+            runs,
+        })
+        .collect();
+    (units > 0).then_some((units, programs))
+}
+
+/// Where the in-kernel time goes: the tracer's programs, one by one.
+fn programs_table(trials: &[Trial]) -> Option<String> {
+    let (attempts, programs) = own_programs(trials)?;
+    if programs.is_empty() {
         return None;
     }
     let mut t = Table::new(vec![
@@ -463,13 +490,13 @@ fn programs_table(trials: &[Trial]) -> Option<String> {
         "per connect",
     ]);
     let mut total = 0.0;
-    for (name, (time, cnt)) in by_name.iter().filter(|(_, (_, c))| *c > 0) {
-        let per_connect = *time as f64 / attempts as f64;
+    for p in &programs {
+        let per_connect = p.time_ns as f64 / attempts as f64;
         total += per_connect;
         t.rows.push(vec![
-            format!("`{name}`"),
-            format!("{:.2}", *cnt as f64 / attempts as f64),
-            format!("{:.0} ns", *time as f64 / *cnt as f64),
+            format!("`{}`", p.name),
+            format!("{:.2}", p.runs as f64 / attempts as f64),
+            format!("{:.0} ns", p.time_ns as f64 / p.runs as f64),
             format!("{per_connect:.0} ns"),
         ]);
     }

@@ -2,14 +2,14 @@
 //! getppid() loop), a web server that connects and serves normally (nginx and `ab`), the
 //! hooks that other traffic passes through (dropped packets, route lookups); and the
 //! summary of every headline figure, before and after, side by side.
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::fmt::Write as _;
 
 use super::{
-    Table, Verdict, cpu_us_per_event, find_row, generator_us, lost, median_rate, mib, opt, pct,
-    peak_rss_mib, sum_opt, thousands, us, vs_none,
+    Table, Verdict, cpu_us_per_event, find_row, generator_us, lost, median_rate, mib, opt,
+    own_programs, pct, peak_rss_mib, sum_opt, thousands, us, vs_none,
 };
 use crate::bench::{
-    Trial,
+    Trial, Variant,
     proc::Output,
     sections::{Comparison, KernelRun, Results, Row},
     stats::median,
@@ -57,14 +57,12 @@ fn tracer_us_per_attempt(trials: &[Trial]) -> Option<f64> {
     )
 }
 
-/// In-kernel BPF time per attempt, ns, over the trials (statistics on).
+/// In-kernel BPF time per attempt, ns, over the trials (statistics on), for the programs
+/// that ran for this load.
 fn kernel_ns_per_attempt(trials: &[Trial]) -> Option<f64> {
-    let (mut time, mut attempts) = (0u64, 0u64);
-    for t in trials {
-        time += t.tracer.as_ref()?.progs.run_time_ns;
-        attempts += t.load.attempts;
-    }
-    (attempts > 0 && time > 0).then(|| time as f64 / attempts as f64)
+    let (units, programs) = own_programs(trials)?;
+    let time: u64 = programs.iter().map(|p| p.time_ns).sum();
+    (time > 0).then(|| time as f64 / units as f64)
 }
 
 // ---- tables ----
@@ -156,17 +154,10 @@ pub(super) fn kernel_table(
         &time_per_unit,
     ]);
     for run in runs {
-        let Some(tracer) = &run.trial.tracer else {
+        let Some((units, programs)) = own_programs(std::slice::from_ref(&run.trial)) else {
             continue;
         };
-        let packets = run.trial.load.attempts.max(1) as f64;
-        let ran: BTreeMap<_, _> = tracer
-            .progs
-            .by_name
-            .iter()
-            .filter(|(_, (_, cnt))| *cnt > 0)
-            .collect();
-        if ran.is_empty() {
+        if programs.is_empty() {
             t.rows.push(vec![
                 run.load.into(),
                 run.variant.label.clone(),
@@ -176,14 +167,14 @@ pub(super) fn kernel_table(
                 "0 ns".into(),
             ]);
         }
-        for (name, (time, cnt)) in ran {
+        for p in programs {
             t.rows.push(vec![
                 run.load.into(),
                 run.variant.label.clone(),
-                format!("`{name}`"),
-                format!("{:.2}", *cnt as f64 / packets),
-                format!("{:.0} ns", *time as f64 / *cnt as f64),
-                format!("{:.0} ns", *time as f64 / packets),
+                format!("`{}`", p.name),
+                format!("{:.2}", p.runs as f64 / units as f64),
+                format!("{:.0} ns", p.time_ns as f64 / p.runs as f64),
+                format!("{:.0} ns", p.time_ns as f64 / units as f64),
             ]);
         }
     }
@@ -211,24 +202,60 @@ impl Col {
         }
     }
 
+    fn matches(self, v: &Variant) -> bool {
+        match self {
+            Col::Before => v.is_before(),
+            Col::After => {
+                v.is_default_conntrace(Output::File) || v.is_default_conntrace(Output::Pipe)
+            }
+            Col::SyscallsOptIn => v.is_syscalls_opt_in(),
+            Col::Bpftrace => v.is_bpftrace(),
+        }
+    }
+
     /// This column's row of `c`: conntrace's to a file where there is one (else to the
     /// pipe), with default settings.
     fn row(self, c: &Comparison) -> Option<&Row> {
         match self {
-            Col::Before => find_row(c, |r| r.variant.is_before()),
             Col::After => find_row(c, |r| r.variant.is_default_conntrace(Output::File))
-                .or_else(|| find_row(c, |r| r.variant.is_default_conntrace(Output::Pipe))),
-            Col::SyscallsOptIn => find_row(c, |r| r.variant.is_syscalls_opt_in()),
-            Col::Bpftrace => find_row(c, |r| r.variant.is_bpftrace()),
+                .or_else(|| find_row(c, |r| self.matches(&r.variant))),
+            _ => find_row(c, |r| self.matches(&r.variant)),
         }
     }
 }
 
-/// One line of the summary: a figure of one comparison, for every column.
+/// One line of the summary: a figure, for every column.
 struct Line<'a> {
     figure: String,
-    comparison: &'a Comparison,
-    value: fn(&Comparison, &Row) -> Option<String>,
+    value: Box<dyn Fn(Col) -> Option<String> + 'a>,
+}
+
+impl<'a> Line<'a> {
+    /// A figure of one row of a comparison.
+    fn of(
+        figure: String,
+        c: &'a Comparison,
+        value: fn(&Comparison, &Row) -> Option<String>,
+    ) -> Line<'a> {
+        Line {
+            figure,
+            value: Box::new(move |col| col.row(c).and_then(|row| value(c, row))),
+        }
+    }
+
+    /// The in-kernel time per unit of `load`, from the runs with BPF statistics on.
+    fn kernel(figure: String, runs: &'a [KernelRun], load: &'a str) -> Line<'a> {
+        Line {
+            figure,
+            value: Box::new(move |col| {
+                let run = runs
+                    .iter()
+                    .find(|k| k.load == load && col.matches(&k.variant))?;
+                kernel_ns_per_attempt(std::slice::from_ref(&run.trial))
+                    .map(|ns| format!("{ns:.0} ns"))
+            }),
+        }
+    }
 }
 
 fn ratio(_: &Comparison, row: &Row) -> Option<String> {
@@ -257,55 +284,63 @@ fn kernel_per_connect(_: &Comparison, row: &Row) -> Option<String> {
 
 fn lines(r: &Results) -> Vec<Line<'_>> {
     let mut v = Vec::new();
-    let mut line = |figure: String, comparison, value| {
-        v.push(Line {
-            figure,
-            comparison,
-            value,
-        });
-    };
     if let Some(c) = &r.syscalls {
-        line("getppid() loop: speed vs none".into(), c, ratio);
-        line("getppid() loop: CPU added per call".into(), c, added);
+        v.push(Line::of("getppid() loop: speed vs none".into(), c, ratio));
+        v.push(Line::of(
+            "getppid() loop: CPU added per call".into(),
+            c,
+            added,
+        ));
     }
     if let Some(c) = &r.web {
-        line(
-            "nginx + ab, a connect per request: speed vs none".into(),
+        let what = "nginx + ab, a connect per request";
+        v.push(Line::of(format!("{what}: speed vs none"), c, ratio));
+        v.push(Line::of(
+            format!("{what}: CPU added per request"),
             c,
-            ratio,
-        );
-        line("nginx + ab: CPU added per request".into(), c, added_us);
-        line(
-            "nginx + ab: tracer CPU per connect".into(),
+            added_us,
+        ));
+        v.push(Line::of(
+            format!("{what}: tracer CPU per connect"),
             c,
             tracer_per_connect,
-        );
+        ));
+        v.push(Line::kernel(
+            format!("{what}: in-kernel BPF time per request"),
+            &r.kernel_runs,
+            "web",
+        ));
     }
     for c in &r.overhead {
         let load = super::load_name(c);
-        line(format!("{load} storm: speed vs none"), c, ratio);
-        line(
+        v.push(Line::of(format!("{load} storm: speed vs none"), c, ratio));
+        v.push(Line::of(
             format!("{load} storm: generator CPU added per connect"),
             c,
             added_us,
-        );
-        line(
+        ));
+        v.push(Line::of(
             format!("{load} storm: tracer CPU per event"),
             c,
             tracer_per_event,
-        );
+        ));
     }
     if let Some(c) = r.wakeup.first() {
-        line(
+        v.push(Line::of(
             "refused storm: in-kernel BPF time per connect".into(),
             c,
             kernel_per_connect,
-        );
+        ));
     }
     for c in &r.hooks {
         let load = super::load_name(c);
-        line(format!("{load}: speed vs none"), c, ratio);
-        line(format!("{load}: CPU added per packet"), c, added);
+        v.push(Line::of(format!("{load}: speed vs none"), c, ratio));
+        v.push(Line::of(format!("{load}: CPU added per packet"), c, added));
+        v.push(Line::kernel(
+            format!("{load}: in-kernel BPF time per packet"),
+            &r.kernel_runs,
+            load,
+        ));
     }
     v
 }
@@ -315,27 +350,23 @@ pub(super) fn summary(r: &Results) -> String {
     let lines = lines(r);
     let cols: Vec<Col> = [Col::Before, Col::After, Col::SyscallsOptIn, Col::Bpftrace]
         .into_iter()
-        .filter(|col| lines.iter().any(|l| col.row(l.comparison).is_some()))
+        .filter(|col| lines.iter().any(|l| (l.value)(*col).is_some()))
         .collect();
     let mut header = vec!["figure"];
     header.extend(cols.iter().map(|c| c.heading()));
     let mut t = Table::new(header);
     for l in &lines {
         let mut row = vec![l.figure.clone()];
-        row.extend(cols.iter().map(|col| {
-            opt(col
-                .row(l.comparison)
-                .and_then(|row| (l.value)(l.comparison, row)))
-        }));
+        row.extend(cols.iter().map(|col| opt((l.value)(*col))));
         t.rows.push(row);
     }
     let mut s = t.render();
     s += "\nconntrace runs `trace -o json` to a file (`--all` in the storms, so that every \
           outcome is a record; without it in the other rows, as a user runs it); in the \
-          storms bpftrace's column is its pipe output, and the in-kernel row is the \
-          pipe output with BPF statistics on. \"Added\" is the load's own CPU per unit of \
-          work with the tracer minus without it; \"speed vs none\" the median over rounds of \
-          the ratio within a round.\n";
+          storms bpftrace's column is its pipe output. \"Added\" is the load's own CPU per \
+          unit of work with the tracer minus without it; \"speed vs none\" the median over \
+          rounds of the ratio within a round; in-kernel times come from separate runs with \
+          BPF statistics on (the refused storm's through the pipe).\n";
     s
 }
 
@@ -473,4 +504,86 @@ pub(super) fn interpretation(r: &Results) -> String {
               that is not TCP); the table of programs gives their time per run.\n\n";
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::proc::{Build, LoadResult, TracerResult};
+
+    /// A trial of `calls` calls in a second that cost the load `ns` each.
+    fn trial(calls: u64, ns: f64, traced: bool) -> Trial {
+        Trial {
+            load: LoadResult {
+                attempts: calls,
+                ok: calls,
+                elapsed_s: 1.0,
+                cpu_s: calls as f64 * ns / 1e9,
+                ..LoadResult::default()
+            },
+            tracer: traced.then(|| TracerResult {
+                cpu_s: 0.01,
+                ..TracerResult::default()
+            }),
+            expected_events: 0,
+        }
+    }
+
+    fn row(variant: Variant, calls: u64, ns: f64) -> Row {
+        let traced = variant.tracer.is_some();
+        Row {
+            variant,
+            trials: vec![trial(calls, ns, traced)],
+            ratios: vec![calls as f64 / 1_000_000.0],
+        }
+    }
+
+    #[test]
+    fn the_summary_puts_each_tracer_in_its_column() {
+        let syscalls = Comparison {
+            title: "syscalls: getppid()".into(),
+            rows: vec![
+                row(Variant::none(), 1_000_000, 100.0),
+                row(Variant::conntrace_plain(Build::Before, &[]), 800_000, 124.0),
+                row(Variant::conntrace_plain(Build::After, &[]), 995_000, 101.0),
+                row(
+                    Variant::conntrace_plain(
+                        Build::After,
+                        &["--connect-hook".into(), "syscalls".into()],
+                    ),
+                    790_000,
+                    126.0,
+                ),
+            ],
+        };
+        let r = Results {
+            syscalls: Some(syscalls),
+            before: true,
+            ..Results::default()
+        };
+        let text = summary(&r);
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no line {prefix:?} in\n{text}"))
+                .to_owned()
+        };
+        assert!(
+            line("| figure |")
+                .contains("| conntrace before | conntrace | conntrace `--connect-hook syscalls` |")
+        );
+        assert!(!line("| figure |").contains("bpftrace"));
+        assert_eq!(
+            line("| getppid() loop: speed vs none"),
+            "| getppid() loop: speed vs none | 80.0 % | 99.5 % | 79.0 % |"
+        );
+        assert_eq!(
+            line("| getppid() loop: CPU added per call"),
+            "| getppid() loop: CPU added per call | +24 ns | +1 ns | +26 ns |"
+        );
+        let verdicts = verdicts(&r);
+        assert_eq!(verdicts[0].measured, "99.5 %");
+        assert_eq!(verdicts[0].met, Some(true));
+        assert_eq!(verdicts[1].met, None, "no web run: not measured");
+    }
 }
