@@ -57,12 +57,12 @@ fn tracer_us_per_attempt(trials: &[Trial]) -> Option<f64> {
     )
 }
 
-/// In-kernel BPF time per attempt, ns, over the trials (statistics on), for the programs
-/// that ran for this load.
+/// In-kernel BPF time per attempt, ns, over the trials, for the programs that ran for
+/// this load (0 where none did). Only meaningful for runs with BPF statistics on.
 fn kernel_ns_per_attempt(trials: &[Trial]) -> Option<f64> {
     let (units, programs) = own_programs(trials)?;
     let time: u64 = programs.iter().map(|p| p.time_ns).sum();
-    (time > 0).then(|| time as f64 / units as f64)
+    Some(time as f64 / units as f64)
 }
 
 // ---- tables ----
@@ -325,7 +325,7 @@ fn lines(r: &Results) -> Vec<Line<'_>> {
             tracer_per_event,
         ));
     }
-    if let Some(c) = r.wakeup.first() {
+    if let Some(c) = r.wakeup.first().filter(|_| r.bpf_stats) {
         v.push(Line::of(
             "refused storm: in-kernel BPF time per connect".into(),
             c,
