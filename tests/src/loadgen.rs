@@ -1,4 +1,4 @@
-//! The benchmark's load generator (`xtask/src/bin/loadgen.rs`) as a storm for tests: it
+//! The benchmark's load generator (`xtask/src/bin/loadgen/`) as a storm for tests: it
 //! makes its own network namespace, so a tracer filtered to that namespace counts exactly
 //! the generator's own attempts.
 use std::{

@@ -2,9 +2,12 @@
 //! bpftrace doing the equivalent work, and written to docs/benchmarks.md.
 //!
 //! Every figure comes from a trial: the load generator (`loadgen`, in a network namespace
-//! of its own) runs a connect() storm for a few seconds while a tracer, or none, watches
-//! that namespace. Configurations are interleaved round by round (A, B, C, A, B, C, ...)
-//! and compared within a round, so that drift on the machine hits them alike.
+//! of its own) runs a load for a few seconds (a connect() storm, nginx serving `ab`, or a
+//! load that never connects: a system-call loop, UDP packets dropped or unroutable) while
+//! a tracer, or none, watches that namespace. Configurations are interleaved round by
+//! round (A, B, C, A, B, C, ...) and compared within a round, so that drift on the machine
+//! hits them alike. With `--conntrace-before`, an older conntrace runs in the same rounds,
+//! so that every figure is shown before and after a change.
 mod proc;
 mod report;
 mod sections;
@@ -18,8 +21,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, util};
-use proc::{BpfStats, LoadResult, LoadSpec, Loadgen, Tools, Tracer, TracerKind, TracerResult};
+use crate::{os::PrivateDir, setup, util};
+use proc::{
+    BpfStats, Build, LoadResult, LoadSpec, Loadgen, Tools, Tracer, TracerKind, TracerResult,
+};
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct Args {
@@ -42,11 +47,15 @@ pub struct Args {
     /// This conntrace binary instead of building one. With --loadgen, no cargo is needed.
     #[arg(long, value_name = "PATH")]
     pub conntrace: Option<PathBuf>,
+    /// An older conntrace to compare with, in the same interleaved rounds: each section
+    /// then shows none / before / after / bpftrace.
+    #[arg(long, value_name = "PATH")]
+    pub conntrace_before: Option<PathBuf>,
     /// This load generator binary instead of building one.
     #[arg(long, value_name = "PATH")]
     pub loadgen: Option<PathBuf>,
     /// Where to write the report [default: docs/benchmarks.md in the workspace; with
-    /// --smoke, a file in the temporary directory].
+    /// --smoke, conntrace-bench-smoke.md in cargo's target directory].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Name of this run's block in the report file: a rerun replaces its own block and
@@ -76,12 +85,20 @@ pub struct Preset {
     pub ring_confirm: usize,
     pub ring_max: u32,
     pub wakeup_rounds: usize,
-    /// Attempts per second of the steady (not saturating) load.
+    /// Attempts per second of the steady (not saturating) load (0: no steady load).
     pub steady_rate: u64,
     /// `--wakeup-batch` values compared with the default (0: a wake-up per record).
     pub wakeup_batches: &'static [u32],
     /// bpftrace in the timeout and kernel-side sections too (its start-up takes seconds).
     pub bpftrace_everywhere: bool,
+    /// The loads that never connect, for the hooks they pass through (`kfree_skb`,
+    /// `fib_table_lookup`): `loadgen` modes.
+    pub hook_loads: &'static [&'static str],
+    /// bpftrace and `--connect-hook syscalls` in the web section too.
+    pub host_everywhere: bool,
+    /// Time given to a tracer after the load ends, before SIGINT (its flush tick is 200
+    /// ms; the final drain reads the rest anyway).
+    pub settle: Duration,
 }
 
 impl Preset {
@@ -90,7 +107,7 @@ impl Preset {
             Preset {
                 name: "smoke",
                 rounds: 1,
-                seconds: 0.5,
+                seconds: 0.3,
                 overhead_loads: &["refused"],
                 timeout_rounds: 1,
                 timeout_inflight: 200,
@@ -99,9 +116,12 @@ impl Preset {
                 ring_confirm: 1,
                 ring_max: 8 * 1024,
                 wakeup_rounds: 1,
-                steady_rate: 2_000,
+                steady_rate: 0,
                 wakeup_batches: &[0],
                 bpftrace_everywhere: false,
+                hook_loads: &["udp-dropped"],
+                host_everywhere: false,
+                settle: Duration::from_millis(100),
             }
         } else if args.quick {
             Preset {
@@ -119,6 +139,9 @@ impl Preset {
                 steady_rate: 10_000,
                 wakeup_batches: &[0],
                 bpftrace_everywhere: false,
+                hook_loads: HOOK_LOADS,
+                host_everywhere: true,
+                settle: SETTLE,
             }
         } else {
             Preset {
@@ -136,6 +159,9 @@ impl Preset {
                 steady_rate: 10_000,
                 wakeup_batches: &[0, 8, 128],
                 bpftrace_everywhere: true,
+                hook_loads: HOOK_LOADS,
+                host_everywhere: true,
+                settle: SETTLE,
             }
         };
         if let Some(r) = args.rounds {
@@ -149,6 +175,10 @@ impl Preset {
     }
 }
 
+/// Packets dropped on arrival (NO_SOCKET) and on the way out (NETFILTER_DROP, the reason
+/// conntrace looks at), and failed route lookups.
+const HOOK_LOADS: &[&str] = &["udp-closed", "udp-dropped", "udp-unroutable"];
+
 /// What every trial needs.
 pub struct Ctx {
     pub loadgen: PathBuf,
@@ -157,6 +187,8 @@ pub struct Ctx {
     pub preset: Preset,
     /// conntrace knows `--wakeup-batch`.
     pub has_wakeup_batch: bool,
+    /// conntrace knows `--connect-hook` (and so can be asked for the syscall tracepoints).
+    pub has_connect_hook: bool,
     /// Other processes seen holding BPF programs (see `sections::Results::foreign`).
     pub foreign: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
@@ -177,23 +209,71 @@ impl Variant {
         }
     }
 
+    /// The conntrace under test, with `--all` (a record per outcome, successes included).
     pub fn conntrace(output: proc::Output, extra: &[String]) -> Variant {
+        Variant::conntrace_of(Build::After, output, true, extra)
+    }
+
+    /// The older conntrace (`--conntrace-before`), with `--all` and its default settings.
+    pub fn conntrace_before(output: proc::Output) -> Variant {
+        Variant::conntrace_of(Build::Before, output, true, &[])
+    }
+
+    /// `conntrace trace -o json` as a user runs it: failures written, successes counted.
+    pub fn conntrace_plain(build: Build, extra: &[String]) -> Variant {
+        Variant::conntrace_of(build, proc::Output::File, false, extra)
+    }
+
+    fn conntrace_of(build: Build, output: proc::Output, all: bool, extra: &[String]) -> Variant {
         let to = match output {
             proc::Output::Null => "/dev/null",
             proc::Output::File => "file",
             proc::Output::Pipe => "pipe",
         };
-        let mut label = format!("conntrace → {to}");
+        let name = match build {
+            Build::After => "conntrace",
+            Build::Before => "conntrace before",
+        };
+        let mut label = format!("{name} → {to}");
         if !extra.is_empty() {
             label += &format!(" ({})", extra.join(" "));
         }
         Variant {
             label,
             tracer: Some(TracerKind::Conntrace {
+                build,
                 output,
+                all,
                 extra: extra.to_vec(),
             }),
         }
+    }
+
+    /// conntrace as built from this tree with `output` and its default settings.
+    pub fn is_default_conntrace(&self, output: proc::Output) -> bool {
+        matches!(&self.tracer, Some(TracerKind::Conntrace { build: Build::After, output: o, extra, .. })
+            if *o == output && extra.is_empty())
+    }
+
+    /// The older conntrace (always with its default settings).
+    pub fn is_before(&self) -> bool {
+        matches!(
+            self.tracer,
+            Some(TracerKind::Conntrace {
+                build: Build::Before,
+                ..
+            })
+        )
+    }
+
+    /// conntrace asked for the syscall tracepoints (`--connect-hook syscalls`).
+    pub fn is_syscalls_opt_in(&self) -> bool {
+        matches!(&self.tracer, Some(TracerKind::Conntrace { extra, .. })
+            if extra.iter().any(|a| a == "syscalls"))
+    }
+
+    pub fn is_bpftrace(&self) -> bool {
+        self.tracer == Some(TracerKind::Bpftrace)
     }
 
     pub fn bpftrace() -> Variant {
@@ -206,13 +286,6 @@ impl Variant {
     pub fn is_conntrace(&self) -> bool {
         matches!(self.tracer, Some(TracerKind::Conntrace { .. }))
     }
-
-    pub fn output(&self) -> Option<proc::Output> {
-        match &self.tracer {
-            Some(TracerKind::Conntrace { output, .. }) => Some(*output),
-            _ => None,
-        }
-    }
 }
 
 /// One run of the load with one tracer (or none).
@@ -221,7 +294,7 @@ pub struct Trial {
     pub load: LoadResult,
     pub tracer: Option<TracerResult>,
     /// Events the load should have produced: a record per attempt, two per successful
-    /// connect (`--all`: established, then closed).
+    /// connect (`--all`: established, then closed); 0 for the loads that never connect.
     pub expected_events: u64,
 }
 
@@ -242,7 +315,7 @@ impl Ctx {
     }
 
     pub fn trial(&self, spec: &LoadSpec, variant: &Variant) -> anyhow::Result<Trial> {
-        let mut generator = Loadgen::start(&self.loadgen, spec)?;
+        let mut generator = Loadgen::start(&self.loadgen, spec, &self.tools.scratch)?;
         let tracer = variant
             .tracer
             .as_ref()
@@ -262,7 +335,7 @@ impl Ctx {
         let load = generator.finish(bound)?;
         let tracer = match tracer {
             Some(t) => {
-                std::thread::sleep(SETTLE);
+                std::thread::sleep(self.preset.settle);
                 Some(
                     t.stop()
                         .with_context(|| format!("stop {}", variant.label))?,
@@ -270,7 +343,11 @@ impl Ctx {
             }
             None => None,
         };
-        let expected_events = 2 * load.ok + (load.attempts - load.ok.min(load.attempts));
+        let expected_events = if spec.is_connect_storm() {
+            2 * load.ok + (load.attempts - load.ok.min(load.attempts))
+        } else {
+            0
+        };
         eprintln!(
             "bench: {:>9} {:<42} {:>9.0}/s  {}",
             spec.mode,
@@ -304,7 +381,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("--seconds must be between 0 and 600");
     }
     let (conntrace, loadgen) = binaries(args)?;
-    let scratch = Scratch::new()?;
+    let conntrace_before = args.conntrace_before.as_deref().map(absolute).transpose()?;
+    let scratch = PrivateDir::new("conntrace-bench").context("create a scratch directory")?;
     let bpftrace = if args.no_bpftrace {
         None
     } else {
@@ -312,7 +390,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let bpftrace_script = match &bpftrace {
         Some(_) => {
-            let path = scratch.0.join("conntrace-equivalent.bt");
+            let path = scratch.path().join("conntrace-equivalent.bt");
             std::fs::write(&path, include_str!("bench/equivalent.bt"))?;
             Some(path)
         }
@@ -327,18 +405,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         loadgen,
         tools: Tools {
             conntrace: conntrace.clone(),
+            conntrace_before: conntrace_before.clone(),
             bpftrace_script,
-            scratch: scratch.0.clone(),
+            scratch: scratch.path().to_path_buf(),
         },
         threads,
         preset,
         has_wakeup_batch: help.contains("--wakeup-batch"),
+        has_connect_hook: help.contains("--connect-hook"),
         foreign: std::cell::RefCell::default(),
     };
     let started = std::time::Instant::now();
     let results = sections::run_all(&ctx)?;
     let machine = report::Machine::here(
         &conntrace,
+        conntrace_before.as_deref(),
         bpftrace.as_deref(),
         threads,
         &ctx.preset,
@@ -351,7 +432,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let block = report::render(&label, &machine, &results);
     let out = match &args.out {
         Some(p) => p.clone(),
-        None if args.smoke => std::env::temp_dir().join("conntrace-bench-smoke.md"),
+        // Not in /tmp under a name anyone could guess (and plant a link at).
+        None if args.smoke => util::target_dir()?.join("conntrace-bench-smoke.md"),
         None => util::workspace_root().join("docs/benchmarks.md"),
     };
     report::write_block(&out, &label, &block)?;
@@ -409,23 +491,6 @@ fn require_root() -> anyhow::Result<()> {
         bail!("the benchmark loads eBPF programs and creates network namespaces: run as root");
     }
     Ok(())
-}
-
-/// A scratch directory, removed with everything in it on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("conntrace-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The command line this run was started with, as a user would type it.

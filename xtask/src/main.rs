@@ -2,6 +2,7 @@
 //! prerequisites, run conntrace, run every tier of tests, run the benchmarks.
 mod bench;
 mod image;
+mod os;
 mod setup;
 mod test;
 mod util;

@@ -20,7 +20,7 @@ pub struct Args {
     /// Skip the VM tier's prerequisites (qemu, Debian's 6.1 kernel, virtme-ng).
     #[arg(long)]
     pub no_vm: bool,
-    /// Also what the benchmarks need (bpftrace, nginx, ab).
+    /// Also what the benchmarks need (bpftrace, nginx, ab, nftables).
     #[arg(long)]
     pub bench: bool,
 }
@@ -245,6 +245,8 @@ fn bench_tools() -> Vec<Prerequisite> {
         Prerequisite::package("bpftrace", "bpftrace", &["--version"], "bpftrace"),
         Prerequisite::package("nginx", "nginx", &["-v"], "nginx-light"),
         Prerequisite::package("ab (apache2-utils)", "ab", &["-V"], "apache2-utils"),
+        // The packet-drop load drops its UDP with an nftables rule.
+        Prerequisite::package("nftables (nft)", "nft", &["--version"], "nftables"),
     ]
 }
 

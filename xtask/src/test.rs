@@ -170,22 +170,29 @@ fn integration_test_executables(cargo_json: &str) -> Vec<PathBuf> {
 
 /// Runs `cargo xtask bench --smoke` (a tiny round of each section) with the debug build,
 /// and checks that it wrote its tables. Its figures are never checked: they depend on the
-/// machine.
+/// machine. The same binary stands in for `--conntrace-before`, so that the before/after
+/// columns are shown to work too.
 fn bench_smoke(conntrace: &std::path::Path) -> anyhow::Result<()> {
     require_root()?;
-    let out = std::env::temp_dir().join(format!("conntrace-bench-smoke-{}.md", std::process::id()));
-    let _ = std::fs::remove_file(&out);
+    let dir = crate::os::PrivateDir::new("conntrace-bench-smoke").context("scratch directory")?;
+    let out = dir.path().join("benchmarks.md");
     crate::bench::run(&crate::bench::Args {
         smoke: true,
         conntrace: Some(conntrace.to_path_buf()),
+        conntrace_before: Some(conntrace.to_path_buf()),
         loadgen: Some(target_dir()?.join("debug/loadgen")),
         out: Some(out.clone()),
         ..crate::bench::Args::default()
     })?;
     let report = std::fs::read_to_string(&out).context("read the smoke report")?;
-    let _ = std::fs::remove_file(&out);
     for heading in [
+        "### Summary: before and after",
         "### Overhead",
+        "### The syscall tax",
+        "### A web server",
+        "### Hooks on traffic that is not a connect",
+        "**Which programs ran per request",
+        "**Which programs ran for these packets",
         "### Timeouts",
         "### Cardinality",
         "### Smallest ring buffer without loss",
@@ -193,6 +200,10 @@ fn bench_smoke(conntrace: &std::path::Path) -> anyhow::Result<()> {
         "### Targets",
         "| none |",
         "| conntrace → file |",
+        "| conntrace before → file |",
+        "| conntrace → file (--connect-hook syscalls) |",
+        "| getppid() loop: speed vs none |",
+        "| nginx + ab, a connect per request: speed vs none |",
     ] {
         if !report.contains(heading) {
             bail!("the benchmark report lacks {heading:?}:\n{report}");

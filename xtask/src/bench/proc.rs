@@ -83,19 +83,8 @@ fn exit_code(status: i32) -> Option<i32> {
     libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
 }
 
-/// CPU seconds a running process has used so far: the sum over its threads of the
-/// scheduler's run time (/proc/PID/task/TID/schedstat, in ns; /proc/PID/stat counts in
-/// 10 ms ticks, too coarse for a one-second trial).
 fn proc_cpu_seconds(pid: i32) -> f64 {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e9
+    u32::try_from(pid).map_or(0.0, crate::os::proc_cpu_seconds)
 }
 
 /// Run time and run count of every BPF program a process holds, summed and by program
@@ -286,14 +275,24 @@ fn line_reader(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
 /// What the load generator is asked to do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadSpec {
+    /// A `loadgen` mode.
     pub mode: &'static str,
     pub threads: usize,
     pub duration: f64,
     pub max_attempts: u64,
     pub dests: u32,
     pub rate: u64,
-    /// `timeout`: connects in flight (0: the generator's default).
+    /// `timeout`: connects in flight; `web`: requests in flight (0: the generator's
+    /// default).
     pub inflight: u64,
+}
+
+impl LoadSpec {
+    /// A load of connect() calls of our own (an event per attempt), not real software or
+    /// a load that never connects.
+    pub fn is_connect_storm(&self) -> bool {
+        matches!(self.mode, "refused" | "success" | "timeout" | "distinct")
+    }
 }
 
 /// The load generator's own count of what it did.
@@ -330,8 +329,10 @@ pub struct Loadgen {
 }
 
 impl Loadgen {
-    pub fn start(bin: &Path, spec: &LoadSpec) -> anyhow::Result<Loadgen> {
+    /// Starts the generator; whatever it writes (nginx's directory) goes below `scratch`.
+    pub fn start(bin: &Path, spec: &LoadSpec, scratch: &Path) -> anyhow::Result<Loadgen> {
         let mut child = Command::new(bin)
+            .env("TMPDIR", scratch)
             .arg(spec.mode)
             .args(["--threads", &spec.threads.to_string()])
             .args(["--duration", &spec.duration.to_string()])
@@ -420,11 +421,23 @@ pub enum Output {
     Pipe,
 }
 
+/// Which conntrace binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// The one under test (`--conntrace`, or built from this tree).
+    After,
+    /// The one to compare with (`--conntrace-before`).
+    Before,
+}
+
 /// A tracer to run beside the load.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TracerKind {
     Conntrace {
+        build: Build,
         output: Output,
+        /// `--all`: a record per outcome, successes included.
+        all: bool,
         /// More `conntrace trace` arguments (ring-buffer size, wake-up batching).
         extra: Vec<String>,
     },
@@ -434,6 +447,7 @@ pub enum TracerKind {
 /// Binaries and scratch space the tracers need.
 pub struct Tools {
     pub conntrace: PathBuf,
+    pub conntrace_before: Option<PathBuf>,
     pub bpftrace_script: Option<PathBuf>,
     pub scratch: PathBuf,
 }
@@ -512,11 +526,26 @@ impl Tracer {
     ) -> anyhow::Result<Tracer> {
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
         let (mut cmd, file, is_bpftrace) = match kind {
-            TracerKind::Conntrace { output, extra } => {
-                let mut cmd = Command::new(&tools.conntrace);
+            TracerKind::Conntrace {
+                build,
+                output,
+                all,
+                extra,
+            } => {
+                let bin = match build {
+                    Build::After => &tools.conntrace,
+                    Build::Before => tools
+                        .conntrace_before
+                        .as_ref()
+                        .context("no --conntrace-before given")?,
+                };
+                let mut cmd = Command::new(bin);
                 // The "attached" line at info level is how we know it is ready.
                 cmd.env("RUST_LOG", "conntrace=info");
-                cmd.args(["trace", "-o", "json", "--all", "--stats-interval", "0"]);
+                cmd.args(["trace", "-o", "json", "--stats-interval", "0"]);
+                if *all {
+                    cmd.arg("--all");
+                }
                 if own_netns {
                     cmd.args(["--netns", &netns.to_string()]);
                 } else {

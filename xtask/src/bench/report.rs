@@ -1,5 +1,9 @@
 //! The report: machine, command, tables, targets and what they mean, as a Markdown block
 //! that replaces its own earlier version in the report file and leaves the rest alone.
+//! The sections about the host beyond connects (the syscall tax, a web server, the hooks
+//! of other traffic) and the before/after summary are in `host`.
+mod host;
+
 use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::Context as _;
@@ -19,6 +23,8 @@ pub struct Machine {
     pub kernel: String,
     pub command: String,
     pub conntrace: String,
+    /// `--conntrace-before`, described as `conntrace` is.
+    pub conntrace_before: Option<String>,
     pub bpftrace: String,
     pub threads: usize,
     pub preset: Preset,
@@ -31,6 +37,7 @@ pub struct Machine {
 impl Machine {
     pub fn here(
         conntrace: &Path,
+        conntrace_before: Option<&Path>,
         bpftrace: Option<&str>,
         threads: usize,
         preset: &Preset,
@@ -38,8 +45,6 @@ impl Machine {
     ) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let version = crate::util::output(conntrace.to_str().unwrap_or_default(), &["--version"])
-            .unwrap_or_else(|| "conntrace (version unknown)".into());
         Machine {
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             model: cpuinfo
@@ -54,7 +59,8 @@ impl Machine {
                 .map_or(0.0, |kib| kib / 1024.0 / 1024.0),
             kernel: super::kernel_release(),
             command: super::command_line(),
-            conntrace: version,
+            conntrace: describe_binary(conntrace),
+            conntrace_before: conntrace_before.map(describe_binary),
             bpftrace: bpftrace.map_or_else(|| "bpftrace: not available".into(), str::to_owned),
             threads,
             preset: preset.clone(),
@@ -64,6 +70,29 @@ impl Machine {
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// A conntrace binary's version, and the commit of the checkout it lies in (a build
+/// directory is inside the checkout it was built from), so that a report says what was
+/// compared.
+fn describe_binary(bin: &Path) -> String {
+    let version = crate::util::output(bin.to_str().unwrap_or_default(), &["--version"])
+        .unwrap_or_else(|| "conntrace (version unknown)".into());
+    let dir = bin.parent().and_then(Path::to_str).unwrap_or(".");
+    match crate::util::output(
+        "git",
+        &[
+            "-C",
+            dir,
+            "describe",
+            "--always",
+            "--dirty=, with local changes",
+            "--abbrev=7",
+        ],
+    ) {
+        Some(commit) => format!("{version} (checkout at {commit})"),
+        None => version,
     }
 }
 
@@ -202,14 +231,14 @@ fn delay(trials: &[Trial]) -> String {
 }
 
 struct Table {
-    header: Vec<&'static str>,
+    header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(header: Vec<&'static str>) -> Table {
+    fn new(header: Vec<&str>) -> Table {
         Table {
-            header,
+            header: header.into_iter().map(str::to_owned).collect(),
             rows: Vec::new(),
         }
     }
@@ -411,20 +440,47 @@ fn wakeup_table(c: &Comparison, bpf_stats: bool) -> String {
     t.render()
 }
 
-/// Where the in-kernel time goes: the tracer's programs, one by one.
-fn programs_table(trials: &[Trial]) -> Option<String> {
+/// Programs that ran less often than once per hundred units of work ran for other
+/// traffic on the host (every hook is host-wide), not for the load measured.
+const MIN_RUNS_PER_UNIT: f64 = 0.01;
+
+/// One of the tracer's programs, summed over trials.
+struct ProgramRuns {
+    name: String,
+    time_ns: u64,
+    runs: u64,
+}
+
+/// The units of work of `trials` (their attempts) and the tracer's programs that ran for
+/// them, by name.
+fn own_programs(trials: &[Trial]) -> Option<(u64, Vec<ProgramRuns>)> {
     let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let mut attempts = 0u64;
+    let mut units = 0u64;
     for t in trials {
         let r = t.tracer.as_ref()?;
-        attempts += t.load.attempts;
+        units += t.load.attempts;
         for (name, (time, cnt)) in &r.progs.by_name {
             let slot = by_name.entry(name.as_str()).or_default();
             slot.0 += time;
             slot.1 += cnt;
         }
     }
-    if attempts == 0 || by_name.values().all(|(_, c)| *c == 0) {
+    let programs = by_name
+        .into_iter()
+        .filter(|(_, (_, cnt))| *cnt > 0 && *cnt as f64 >= MIN_RUNS_PER_UNIT * units as f64)
+        .map(|(name, (time_ns, runs))| ProgramRuns {
+            name: name.to_owned(),
+            time_ns,
+            runs,
+        })
+        .collect();
+    (units > 0).then_some((units, programs))
+}
+
+/// Where the in-kernel time goes: the tracer's programs, one by one.
+fn programs_table(trials: &[Trial]) -> Option<String> {
+    let (attempts, programs) = own_programs(trials)?;
+    if programs.is_empty() {
         return None;
     }
     let mut t = Table::new(vec![
@@ -434,13 +490,13 @@ fn programs_table(trials: &[Trial]) -> Option<String> {
         "per connect",
     ]);
     let mut total = 0.0;
-    for (name, (time, cnt)) in by_name.iter().filter(|(_, (_, c))| *c > 0) {
-        let per_connect = *time as f64 / attempts as f64;
+    for p in &programs {
+        let per_connect = p.time_ns as f64 / attempts as f64;
         total += per_connect;
         t.rows.push(vec![
-            format!("`{name}`"),
-            format!("{:.2}", *cnt as f64 / attempts as f64),
-            format!("{:.0} ns", *time as f64 / *cnt as f64),
+            format!("`{}`", p.name),
+            format!("{:.2}", p.runs as f64 / attempts as f64),
+            format!("{:.0} ns", p.time_ns as f64 / p.runs as f64),
             format!("{per_connect:.0} ns"),
         ]);
     }
@@ -486,9 +542,9 @@ fn find_row(c: &Comparison, f: impl Fn(&Row) -> bool) -> Option<&Row> {
     c.rows.iter().find(|r| f(r))
 }
 
-/// conntrace with this output and default settings (extra arguments are in parentheses).
+/// The conntrace under test with this output and default settings.
 fn is_plain_conntrace(row: &Row, output: Output) -> bool {
-    row.variant.output() == Some(output) && !row.variant.label.contains('(')
+    row.variant.is_default_conntrace(output)
 }
 
 fn load_name(c: &Comparison) -> &str {
@@ -533,11 +589,15 @@ struct Verdict {
 }
 
 fn verdicts(r: &Results) -> Vec<Verdict> {
-    let mut v = Vec::new();
+    let mut v = host::verdicts(r);
     // 1. Throughput with conntrace ≥ 97 % of untraced, on every load, each output.
     let mut worst: Option<(f64, String)> = None;
     for c in &r.overhead {
-        for row in c.rows.iter().filter(|row| row.variant.is_conntrace()) {
+        for row in c
+            .rows
+            .iter()
+            .filter(|row| row.variant.is_conntrace() && !row.variant.is_before())
+        {
             if let Some(m) = median(&row.ratios)
                 && worst.as_ref().is_none_or(|(w, _)| m < *w)
             {
@@ -558,7 +618,7 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
         let mut all_cheaper = true;
         for c in &r.overhead {
             let ct = find_row(c, |row| is_plain_conntrace(row, Output::Pipe));
-            let bt = find_row(c, |row| row.variant.label.starts_with("bpftrace"));
+            let bt = find_row(c, |row| row.variant.is_bpftrace());
             if let (Some(ct), Some(bt)) = (ct, bt) {
                 let (cr, br) = (median(&ct.ratios), median(&bt.ratios));
                 let (cc, bc) = (cpu_us_per_event(&ct.trials), cpu_us_per_event(&bt.trials));
@@ -650,7 +710,7 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
 
 /// What the figures mean for someone deciding whether to run conntrace.
 fn interpretation(r: &Results, m: &Machine) -> String {
-    let mut s = String::new();
+    let mut s = host::interpretation(r);
     let refused = r.overhead.iter().find(|c| c.title.starts_with("refused"));
     let none_cpu = refused.and_then(|c| generator_us(&c.rows[0].trials));
     let file_row = refused.and_then(|c| find_row(c, |row| is_plain_conntrace(row, Output::File)));
@@ -681,9 +741,8 @@ fn interpretation(r: &Results, m: &Machine) -> String {
             "The kernel-side part alone caps a CPU-bound storm at {} of its speed ({} / {}), \
              whatever conntrace's userspace costs; 97 % would need at most {} added per \
              attempt, less than the {} conntrace's own programs take (see the table of \
-             programs below; the rest is the tracepoints' own work: arguments copied for \
-             every hit, and the syscall-tracing path every system call of a traced process \
-             takes while a `syscalls:` tracepoint is attached). ",
+             programs below; the rest is the hooks' own machinery, and caches shared with \
+             conntrace). ",
             pct(none / traced),
             us(none),
             us(traced),
@@ -791,6 +850,63 @@ fn interpretation(r: &Results, m: &Machine) -> String {
     s
 }
 
+/// The sections about the host beyond connects, each with what it measures.
+fn host_sections(r: &Results) -> String {
+    let mut s = String::new();
+    if let Some(c) = &r.syscalls {
+        let _ = writeln!(
+            s,
+            "### The syscall tax\n\n**{}**\n\nEvery other system call on the host: a \
+             loop that never connects, so whatever a tracer adds to it is a toll on every \
+             process. \"Load's CPU per call\" is the loop's own CPU time per call.\n",
+            c.title
+        );
+        s += &host::quiet_table(c, "call");
+        s += "\n";
+    }
+    if let Some(c) = &r.web {
+        let _ = writeln!(
+            s,
+            "### A web server\n\n**{}**\n\nReal software that connects and serves \
+             normally: every request is a connect (keep-alive off), nothing fails. \
+             \"nginx + ab CPU per request\" is the server's and the clients' CPU time \
+             per request; \"tracer CPU per connect\" is the tracer's CPU over the \
+             requests (conntrace only counts a successful connect, it writes nothing for \
+             it without `--all`).\n",
+            c.title
+        );
+        s += &host::web_table(c);
+        s += "\n";
+        if let Some(table) = host::kernel_table(&r.kernel_runs, |l| l == "web", "request") {
+            s += "**Which programs ran per request (one more run, BPF statistics on; \
+                  program names as the kernel truncates them)**\n\n";
+            s += &table;
+            s += "\n";
+        }
+    }
+    if !r.hooks.is_empty() {
+        s += "### Hooks on traffic that is not a connect\n\nconntrace follows connects, \
+              but its hooks on dropped packets (`kfree_skb`) and on route lookups \
+              (`fib_table_lookup`, attached only where no fexit or kretprobe sees \
+              connect()'s return) run for every packet dropped and every route looked up \
+              on the host. These loads send UDP that conntrace never reports; the sender's \
+              own CPU per packet shows what the hooks add to each one. bpftrace's script \
+              has no hook on these paths and is left out.\n\n";
+        for c in &r.hooks {
+            let _ = writeln!(s, "**{}**\n", c.title);
+            s += &host::quiet_table(c, "packet");
+            s += "\n";
+        }
+        if let Some(table) = host::kernel_table(&r.kernel_runs, |l| l != "web", "packet") {
+            s += "**Which programs ran for these packets (one more run of each, BPF \
+                  statistics on)**\n\n";
+            s += &table;
+            s += "\n";
+        }
+    }
+    s
+}
+
 // ---- the block ----
 
 pub fn render(label: &str, m: &Machine, r: &Results) -> String {
@@ -804,7 +920,7 @@ pub fn render(label: &str, m: &Machine, r: &Results) -> String {
         s,
         "- Machine: {} CPUs ({}), {:.0} GiB memory, load average {} at the end\n\
          - Kernel: {}\n- Command: `{}` ({} preset: {} interleaved rounds of {} s per \
-         configuration; took {:.0} s)\n- conntrace: {}; {}\n- Date: {}\n",
+         configuration; took {:.0} s)\n- conntrace: {}{}; {}\n- Date: {}\n",
         m.cpus,
         m.model,
         m.memory_gib,
@@ -816,13 +932,18 @@ pub fn render(label: &str, m: &Machine, r: &Results) -> String {
         m.preset.seconds,
         m.wall.as_secs_f64(),
         m.conntrace,
+        m.conntrace_before
+            .as_ref()
+            .map_or_else(String::new, |b| format!("; before: {b}")),
         m.bpftrace,
         m.date,
     );
     s += "Traffic never leaves the load generator's own network namespace; conntrace runs \
           with `trace -o json --all --netns <that namespace>` (a record per outcome, \
-          successes included); bpftrace runs `xtask/src/bench/equivalent.bt` on the same \
-          six tracepoints with the same filter, printing a line per outcome. \"vs none\" is \
+          successes included; the sections about the host run it as a user would, without \
+          `--all`); bpftrace runs `xtask/src/bench/equivalent.bt` on the socket and TCP \
+          tracepoints with the same filter, printing a line per outcome (no syscall \
+          tracepoint: the minimal peer). \"vs none\" is \
           the median over rounds of (connects/s with the tracer) / (connects/s without any \
           tracer in the same round). \"Generator CPU per connect\" is the load generator's \
           own user + system time per attempt, which includes every BPF program run inside \
@@ -833,12 +954,19 @@ pub fn render(label: &str, m: &Machine, r: &Results) -> String {
           from attach to the stop signal over the events it handled. The delay runs from \
           the kernel timestamp (`@timestamp`) to the moment the harness read the line from \
           the pipe (one record in eight sampled).\n\n";
-    s += "### Overhead\n\n";
+    s += if r.before {
+        "### Summary: before and after\n\n"
+    } else {
+        "### Summary\n\n"
+    };
+    s += &host::summary(r);
+    s += "\n### Overhead\n\n";
     for c in &r.overhead {
         let _ = writeln!(s, "**{}**\n", c.title);
         s += &overhead_table(c);
         s += "\n";
     }
+    s += &host_sections(r);
     if let Some(c) = &r.timeouts {
         let _ = writeln!(s, "### Timeouts\n\n**{}**\n", c.title);
         s += &timeout_table(c);
@@ -882,6 +1010,16 @@ pub fn render(label: &str, m: &Machine, r: &Results) -> String {
         if let Some(table) = wakeup_rows(r).and_then(|(d, _)| programs_table(&d.trials)) {
             s += "**Where the in-kernel time goes (refused storm, conntrace's default \
                   settings; program names as the kernel truncates them)**\n\n";
+            s += &table;
+            s += "\n";
+        }
+        let before = r
+            .wakeup
+            .first()
+            .and_then(|c| find_row(c, |row| row.variant.is_before()))
+            .and_then(|row| programs_table(&row.trials));
+        if let Some(table) = before {
+            s += "**The same, conntrace before**\n\n";
             s += &table;
             s += "\n";
         }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::{
     Ctx, Trial, Variant,
-    proc::{Output, foreign_bpf_holders},
+    proc::{Build, LoadSpec, Output, foreign_bpf_holders},
     with_bpf_stats,
 };
 
@@ -38,9 +38,27 @@ pub struct RingProbe {
     pub trials: Vec<Trial>,
 }
 
+/// A load of the host sections (the web server, the loads that never connect) run once
+/// more with BPF run-time statistics on: which of a conntrace's programs ran, how often,
+/// for how long.
+#[derive(Clone, Debug)]
+pub struct KernelRun {
+    /// The `loadgen` mode.
+    pub load: &'static str,
+    pub variant: Variant,
+    pub trial: Trial,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Results {
     pub overhead: Vec<Comparison>,
+    /// A getppid() loop: what a tracer costs every other system call on the host.
+    pub syscalls: Option<Comparison>,
+    /// nginx serving `ab`, a connect per request.
+    pub web: Option<Comparison>,
+    /// The loads that never connect but pass through conntrace's hooks.
+    pub hooks: Vec<Comparison>,
+    pub kernel_runs: Vec<KernelRun>,
     pub timeouts: Option<Comparison>,
     pub cardinality: Option<Cardinality>,
     pub ring: Vec<RingProbe>,
@@ -56,25 +74,27 @@ pub struct Results {
     pub foreign: BTreeSet<String>,
     pub bpftrace: bool,
     pub wakeup_batch_supported: bool,
+    /// An older conntrace ran beside this one (`--conntrace-before`).
+    pub before: bool,
 }
 
 pub fn run_all(ctx: &Ctx) -> anyhow::Result<Results> {
     let mut r = Results {
         bpftrace: ctx.tools.bpftrace_script.is_some(),
         wakeup_batch_supported: ctx.has_wakeup_batch,
+        before: ctx.tools.conntrace_before.is_some(),
         ..Results::default()
     };
     let p = &ctx.preset;
     for &load in p.overhead_loads {
-        let variants = with_bpftrace(
-            ctx,
-            vec![
-                Variant::none(),
-                Variant::conntrace(Output::Null, &[]),
-                Variant::conntrace(Output::File, &[]),
-                Variant::conntrace(Output::Pipe, &[]),
-            ],
-        );
+        let mut variants = vec![
+            Variant::none(),
+            Variant::conntrace(Output::Null, &[]),
+            Variant::conntrace(Output::File, &[]),
+            Variant::conntrace(Output::Pipe, &[]),
+        ];
+        variants.extend(before(ctx, Variant::conntrace_before(Output::File)));
+        let variants = with_bpftrace(ctx, variants);
         let spec = ctx.load(load);
         r.overhead.push(compare(
             ctx,
@@ -84,6 +104,8 @@ pub fn run_all(ctx: &Ctx) -> anyhow::Result<Results> {
             describe_load(ctx, load),
         )?);
     }
+
+    host_sections(ctx, &mut r)?;
 
     let mut spec = ctx.load("timeout");
     spec.inflight = p.timeout_inflight;
@@ -104,6 +126,7 @@ pub fn run_all(ctx: &Ctx) -> anyhow::Result<Results> {
 
     let wakeup_variants = {
         let mut v = vec![Variant::none(), Variant::conntrace(Output::Pipe, &[])];
+        v.extend(before(ctx, Variant::conntrace_before(Output::Pipe)));
         if ctx.has_wakeup_batch {
             for &n in p.wakeup_batches {
                 v.push(Variant::conntrace(
@@ -127,18 +150,20 @@ pub fn run_all(ctx: &Ctx) -> anyhow::Result<Results> {
             p.wakeup_rounds,
             describe_load(ctx, "refused"),
         )?);
-        let mut steady = ctx.load("refused");
-        steady.rate = p.steady_rate;
-        out.push(compare(
-            ctx,
-            &steady,
-            &wakeup_variants,
-            p.wakeup_rounds,
-            format!(
-                "refused, at a steady {} connects/s ({} threads)",
-                p.steady_rate, ctx.threads
-            ),
-        )?);
+        if p.steady_rate > 0 {
+            let mut steady = ctx.load("refused");
+            steady.rate = p.steady_rate;
+            out.push(compare(
+                ctx,
+                &steady,
+                &wakeup_variants,
+                p.wakeup_rounds,
+                format!(
+                    "refused, at a steady {} connects/s ({} threads)",
+                    p.steady_rate, ctx.threads
+                ),
+            )?);
+        }
         let mut contention = Vec::new();
         let mut threads = vec![1];
         if ctx.threads > 1 {
@@ -158,6 +183,75 @@ pub fn run_all(ctx: &Ctx) -> anyhow::Result<Results> {
     Ok(r)
 }
 
+/// `variant` if an older conntrace was given.
+fn before(ctx: &Ctx, variant: Variant) -> Option<Variant> {
+    ctx.tools.conntrace_before.is_some().then_some(variant)
+}
+
+/// What a tracer costs the host beyond its connects: the syscall tax, a web server that
+/// connects and serves normally, the hooks that packets pass through.
+fn host_sections(ctx: &Ctx, r: &mut Results) -> anyhow::Result<()> {
+    let p = &ctx.preset;
+    // conntrace as a user runs it (`trace -o json`, to a file), older and newer, and with
+    // the syscall tracepoints asked for.
+    let plain = |opt_in: bool, bpftrace: bool| {
+        let mut v = vec![Variant::none()];
+        v.extend(before(ctx, Variant::conntrace_plain(Build::Before, &[])));
+        v.push(Variant::conntrace_plain(Build::After, &[]));
+        if opt_in && ctx.has_connect_hook {
+            v.push(Variant::conntrace_plain(
+                Build::After,
+                &["--connect-hook".into(), "syscalls".into()],
+            ));
+        }
+        if bpftrace { with_bpftrace(ctx, v) } else { v }
+    };
+    r.syscalls = Some(compare(
+        ctx,
+        &ctx.load("syscalls"),
+        &plain(true, p.host_everywhere),
+        p.rounds,
+        describe_load(ctx, "syscalls"),
+    )?);
+    let web = ctx.load("web");
+    r.web = Some(compare(
+        ctx,
+        &web,
+        &plain(p.host_everywhere, p.host_everywhere),
+        p.rounds,
+        describe_load(ctx, "web"),
+    )?);
+    // bpftrace's script has no hook on these paths: it would only show the noise.
+    let hook_variants = plain(false, false);
+    for &load in p.hook_loads {
+        r.hooks.push(compare(
+            ctx,
+            &ctx.load(load),
+            &hook_variants,
+            p.rounds,
+            describe_load(ctx, load),
+        )?);
+    }
+    // Statistics cost every program run a little: apart from the comparisons.
+    r.kernel_runs = with_bpf_stats(|on| {
+        let mut out = Vec::new();
+        if !on {
+            return Ok(out);
+        }
+        for &load in std::iter::once(&"web").chain(p.hook_loads) {
+            for variant in hook_variants.iter().filter(|v| v.tracer.is_some()) {
+                out.push(KernelRun {
+                    load,
+                    variant: variant.clone(),
+                    trial: ctx.trial(&ctx.load(load), variant)?,
+                });
+            }
+        }
+        Ok(out)
+    })?;
+    Ok(())
+}
+
 fn with_bpftrace(ctx: &Ctx, mut v: Vec<Variant>) -> Vec<Variant> {
     if ctx.tools.bpftrace_script.is_some() {
         v.push(Variant::bpftrace());
@@ -171,6 +265,11 @@ fn describe_load(ctx: &Ctx, load: &str) -> String {
         "success" => "connects to a listener that accepts and closes (success)",
         "timeout" => "non-blocking connects whose SYNs are dropped (timeout, tcp_syn_retries=1)",
         "distinct" => "refused connects to distinct loopback addresses",
+        "syscalls" => "getppid() in a loop, no connect at all",
+        "web" => "nginx serving a 612-byte file to ab over loopback, keep-alive off",
+        "udp-closed" => "UDP to a closed port, each packet dropped on arrival (NO_SOCKET)",
+        "udp-dropped" => "UDP dropped by an nftables output rule (NETFILTER_DROP, socket attached)",
+        "udp-unroutable" => "UDP to an address without a route (failed route lookups)",
         _ => load,
     };
     format!("{load}: {what}, {} threads", ctx.threads)
@@ -179,7 +278,7 @@ fn describe_load(ctx: &Ctx, load: &str) -> String {
 /// Runs every variant once per round, in an order rotated by one each round.
 fn compare(
     ctx: &Ctx,
-    spec: &super::proc::LoadSpec,
+    spec: &LoadSpec,
     variants: &[Variant],
     rounds: usize,
     title: String,

@@ -9,12 +9,25 @@
 //! - `timeout`: a listener whose accept queue is full, so the kernel drops every SYN;
 //!   non-blocking connects, `tcp_syn_retries` = 1: ETIMEDOUT after about 3 s;
 //! - `distinct`: a closed port on many distinct loopback addresses (127.1.0.0 upwards, all
-//!   local in any namespace), for the cardinality run.
+//!   local in any namespace), for the cardinality run;
+//! - `web`: real software, no loop of ours: nginx serving a small static file on loopback,
+//!   Apache's `ab` requesting it without keep-alive (one connect per request; see `web`);
+//! - loads that never connect, for what a tracer costs the rest of the host (see `quiet`):
+//!   `syscalls` (a getppid() loop), `udp-closed` (UDP to a closed port: every packet is
+//!   dropped, reason NO_SOCKET), `udp-dropped` (UDP dropped by an nftables rule in the
+//!   output hook: NETFILTER_DROP, with the sending socket attached), `udp-unroutable` (UDP
+//!   to an address without a route: every send is a failed route lookup).
 //!
 //! Protocol with the harness: after setting up it prints one JSON line
 //! `{"ready": true, "pid": P, "netns": INODE, "own_netns": BOOL}`; with `--wait-go` it then
 //! waits for a line on stdin (EOF: it exits without any traffic); it runs the load and
-//! prints one JSON line with its own counts. Every loop is bounded in time and count.
+//! prints one JSON line with its own counts ("attempts" are connects, requests, system
+//! calls or packets, by mode). Every loop is bounded in time and count, and every process
+//! it starts dies with it.
+#[path = "../../os.rs"]
+mod os;
+mod quiet;
+mod web;
 use std::{
     io::{BufRead as _, ErrorKind},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
@@ -35,6 +48,19 @@ enum Mode {
     Success,
     Timeout,
     Distinct,
+    Web,
+    Syscalls,
+    UdpClosed,
+    UdpDropped,
+    UdpUnroutable,
+}
+
+impl Mode {
+    /// Modes that change their network namespace (firewall rules, listeners on fixed
+    /// ports) and so must not run in the host's.
+    fn needs_own_netns(self) -> bool {
+        matches!(self, Mode::Web | Mode::UdpDropped | Mode::UdpUnroutable)
+    }
 }
 
 /// connect() storms for conntrace's benchmark (see `cargo xtask bench`).
@@ -62,7 +88,8 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     dests: u32,
     /// `timeout`: connects in flight at once, over all threads [default: what the file
-    /// descriptor limit allows, at most 16384].
+    /// descriptor limit allows, at most 16384]. `web`: requests in flight, over all
+    /// clients [default: 32].
     #[arg(long)]
     inflight: Option<usize>,
     /// Stay in the current network namespace (loopback only) instead of creating one.
@@ -84,6 +111,8 @@ struct Counts {
     /// `timeout`: connects still unresolved at the hard bound, closed by us (the tracer
     /// reports them as abandoned).
     abandoned: u64,
+    /// Wall time of the load where a client measured it better than we can (`ab`).
+    elapsed_s: Option<f64>,
 }
 
 impl Counts {
@@ -94,6 +123,10 @@ impl Counts {
         self.timed_out += o.timed_out;
         self.other += o.other;
         self.abandoned += o.abandoned;
+        self.elapsed_s = match (self.elapsed_s, o.elapsed_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -123,24 +156,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, usize::from))
         .clamp(1, 1024);
     let own_netns = !args.no_netns && enter_own_netns()?;
+    if args.mode.needs_own_netns() && !own_netns {
+        bail!("{:?} needs a network namespace of its own", args.mode);
+    }
     let nofile = raise_nofile();
     let netns = std::fs::metadata("/proc/self/ns/net")
         .context("stat /proc/self/ns/net")?
         .ino();
-    let target = SocketAddr::V4(SocketAddrV4::new(LOOPBACK, args.port));
-    let listener = match args.mode {
-        Mode::Success => Some(Arc::new(start_listener(target)?)),
-        Mode::Timeout => {
-            start_full_listener(target)?;
-            None
-        }
-        Mode::Refused | Mode::Distinct => {
-            if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
-                bail!("something listens on {target}: pick another --port");
-            }
-            None
-        }
-    };
+    let prepared = prepare(args, threads)?;
     println!(
         "{{\"ready\": true, \"pid\": {}, \"netns\": {netns}, \"own_netns\": {own_netns}}}",
         std::process::id()
@@ -151,8 +174,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             bail!("stdin closed before the go");
         }
     }
-
-    let duration = Duration::from_secs_f64(args.duration);
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let per_thread_max = if args.max_attempts == 0 {
         u64::MAX
     } else {
@@ -165,47 +187,28 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .max(threads);
     let cpu_before = own_cpu_seconds();
     let started = Instant::now();
-    let deadline = started + duration;
-    let pace = Pace {
-        started,
-        per_thread_rate: args.rate as f64 / threads as f64,
-    };
-    let handles: Vec<_> = (0..threads)
-        .map(|i| {
+    let (total, cpu) = match prepared {
+        Prepared::Connects(listener) => {
+            let total = connects(args, threads, deadline, per_thread_max, inflight, listener)?;
+            // The load's own CPU, the kernel's work in its connect() calls included (and
+            // with it whatever BPF programs run there).
+            (total, own_cpu_seconds() - cpu_before)
+        }
+        Prepared::Quiet(target) => {
             let mode = args.mode;
-            let dests = args.dests.max(1);
-            let port = args.port;
-            let listener = listener.clone();
-            thread::spawn(move || match mode {
-                Mode::Refused | Mode::Success => {
-                    storm(deadline, per_thread_max, pace, listener.as_deref(), |_| {
-                        target
-                    })
-                }
-                Mode::Distinct => storm(deadline, per_thread_max, pace, None, |n| {
-                    let index = (n * threads as u64 + i as u64) % u64::from(dests);
-                    let ip = Ipv4Addr::from(DISTINCT_BASE + index as u32);
-                    SocketAddr::V4(SocketAddrV4::new(ip, port))
-                }),
-                Mode::Timeout => timeouts(target, deadline, per_thread_max, inflight / threads),
-            })
-        })
-        .collect();
-    let mut total = Counts::default();
-    for h in handles {
-        let counts = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
-        total.add(&counts);
-    }
+            let total = on_threads(threads, move |_| {
+                quiet::run(mode, target, deadline, per_thread_max)
+            })?;
+            (total, own_cpu_seconds() - cpu_before)
+        }
+        // The server's and the clients' CPU: ours is only waiting.
+        Prepared::Web(server) => server.serve(args.inflight.unwrap_or(32), args.duration)?,
+    };
     let elapsed = started.elapsed().as_secs_f64();
-    // The load's own CPU, the kernel's work in its connect() calls included (and with it
-    // whatever BPF programs run there).
-    let cpu = own_cpu_seconds() - cpu_before;
     println!(
         "{{\"mode\": \"{:?}\", \"threads\": {threads}, \"attempts\": {}, \"ok\": {}, \
          \"refused\": {}, \"timed_out\": {}, \"other\": {}, \"abandoned\": {}, \
-         \"elapsed_s\": {elapsed:.6}, \"cpu_s\": {cpu:.6}, \"inflight\": {}, \
+         \"elapsed_s\": {:.6}, \"cpu_s\": {cpu:.6}, \"inflight\": {}, \
          \"distinct_dests\": {}}}",
         args.mode,
         total.attempts,
@@ -214,6 +217,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         total.timed_out,
         total.other,
         total.abandoned,
+        total.elapsed_s.unwrap_or(elapsed),
         if args.mode == Mode::Timeout {
             inflight
         } else {
@@ -226,6 +230,86 @@ fn run(args: &Args) -> anyhow::Result<()> {
         },
     );
     Ok(())
+}
+
+/// What a mode sets up before the go.
+enum Prepared {
+    /// The connect storms, with the listener `success` needs.
+    Connects(Option<Arc<TcpListener>>),
+    /// Where the loads that never connect send their packets.
+    Quiet(SocketAddr),
+    Web(web::Server),
+}
+
+fn prepare(args: &Args, threads: usize) -> anyhow::Result<Prepared> {
+    let target = SocketAddr::V4(SocketAddrV4::new(LOOPBACK, args.port));
+    Ok(match args.mode {
+        Mode::Success => Prepared::Connects(Some(Arc::new(start_listener(target)?))),
+        Mode::Timeout => {
+            start_full_listener(target)?;
+            Prepared::Connects(None)
+        }
+        Mode::Refused | Mode::Distinct => {
+            if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+                bail!("something listens on {target}: pick another --port");
+            }
+            Prepared::Connects(None)
+        }
+        Mode::Web => Prepared::Web(web::Server::start(threads)?),
+        Mode::Syscalls | Mode::UdpClosed | Mode::UdpDropped | Mode::UdpUnroutable => {
+            Prepared::Quiet(quiet::prepare(args.mode, args.port)?)
+        }
+    })
+}
+
+/// The connect storms, one loop per thread.
+fn connects(
+    args: &Args,
+    threads: usize,
+    deadline: Instant,
+    per_thread_max: u64,
+    inflight: usize,
+    listener: Option<Arc<TcpListener>>,
+) -> anyhow::Result<Counts> {
+    let pace = Pace {
+        started: Instant::now(),
+        per_thread_rate: args.rate as f64 / threads as f64,
+    };
+    let target = SocketAddr::V4(SocketAddrV4::new(LOOPBACK, args.port));
+    let (mode, dests, port) = (args.mode, args.dests.max(1), args.port);
+    on_threads(threads, move |i| match mode {
+        Mode::Distinct => storm(deadline, per_thread_max, pace, None, |n| {
+            let index = (n * threads as u64 + i as u64) % u64::from(dests);
+            let ip = Ipv4Addr::from(DISTINCT_BASE + index as u32);
+            SocketAddr::V4(SocketAddrV4::new(ip, port))
+        }),
+        Mode::Timeout => timeouts(target, deadline, per_thread_max, inflight / threads),
+        _ => storm(deadline, per_thread_max, pace, listener.as_deref(), |_| {
+            target
+        }),
+    })
+}
+
+/// Runs `work(i)` on threads 0..n and adds up their counts.
+fn on_threads(
+    n: usize,
+    work: impl Fn(usize) -> anyhow::Result<Counts> + Send + Sync + 'static,
+) -> anyhow::Result<Counts> {
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let work = Arc::clone(&work);
+            thread::spawn(move || work(i))
+        })
+        .collect();
+    let mut total = Counts::default();
+    for h in handles {
+        let counts = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        total.add(&counts);
+    }
+    Ok(total)
 }
 
 /// Blocking connects one after another until the deadline or `max` attempts. With a
