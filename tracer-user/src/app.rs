@@ -345,9 +345,10 @@ fn describe_filters(f: &Filters) -> BTreeMap<&'static str, String> {
     out
 }
 
+/// The name records carry as `host.name`: the node's, which in a pod without
+/// hostNetwork is not the pod's own hostname (see [`crate::enrich::identity::node_name`]).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+    crate::enrich::identity::node_name().unwrap_or_else(|| "unknown".into())
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
