@@ -118,12 +118,12 @@ fn refused_when_nothing_listens() {
     assert_eq!(r["network"]["type"], "ipv4");
 }
 
-/// Records below the wake-up batch (`--wakeup-batch`, 32 by default) wake nobody: conntrace
+/// Records below the wake-up batch (`--wakeup-batch`, 128 by default) wake nobody: conntrace
 /// must find them on its timer while it runs, not only in its final drain.
 #[test]
 fn records_held_back_arrive_while_running() {
     require_root();
-    for batch in ["32", "0"] {
+    for batch in ["128", "0"] {
         let pair = Pair::new(&format!("held{batch}"));
         let mut tracer = Tracer::start(&pair.client.path(), &["--wakeup-batch", batch]);
         let client = pair.client(&["connect", "--addr", SERVER_V4, "--port", "81"]);

@@ -2,7 +2,11 @@
 //! transition, in one place. A connect in flight lives in `CONNECTING`; once established,
 //! in `ESTABLISHED`; every path to CLOSE (and, should the kernel skip that program, the
 //! socket's destruction) takes it out again.
-use aya_ebpf::{helpers::generated::bpf_jiffies64, maps::HashMap};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::generated::bpf_jiffies64,
+    maps::HashMap,
+};
 use tracer_common::{
     AF_INET, AF_INET6, Conn, IPPROTO_TCP, ListenerKey, Owner, connect_hook, counter, errno, flag,
     kind, tcp_state,
@@ -67,16 +71,21 @@ impl Table {
     /// Adds `conn` (a map value or the scratch entry: never a copy on the BPF stack, which
     /// Linux 6.1's verifier allows only 512 bytes across calls).
     fn insert(&self, sk: u64, conn: &Conn) {
-        // A stale entry for a reused socket address is replaced: count it as removed so
-        // that inserted − removed stays the number of entries.
-        if self.map.get_ptr(sk).is_some() {
-            count(self.removed);
-        }
-        if self.map.insert(sk, conn, 0).is_ok() {
-            count(self.inserted);
+        // Added only if absent: one bucket walk, where a lookup first cost a second one
+        // on every insert. A stale entry for a reused socket address is then replaced,
+        // counted as removed so that inserted − removed stays the number of entries.
+        let added = match self.map.insert(sk, conn, u64::from(BPF_NOEXIST)) {
+            Err(e) if i64::from(e) == -i64::from(errno::EEXIST) => {
+                count(self.removed);
+                self.map.insert(sk, conn, u64::from(BPF_ANY))
+            }
+            other => other,
+        };
+        count(if added.is_ok() {
+            self.inserted
         } else {
-            count(self.full);
-        }
+            self.full
+        });
     }
 }
 

@@ -339,7 +339,7 @@ pub struct TuningArgs {
     /// Wake conntrace once N records are waiting instead of for each record (a wake-up
     /// costs the connecting process about a microsecond); the rest is read every 20 ms.
     /// 0: the kernel's default, a wake-up whenever conntrace has caught up. At most 255,
-    /// and what half the ring buffer holds [default: 32, fewer if the ring buffer is small].
+    /// and what half the ring buffer holds [default: 128, fewer if the ring buffer is small].
     #[arg(long, value_name = "N", value_parser = within(0, u8::MAX))]
     pub wakeup_batch: Option<u8>,
 

@@ -700,7 +700,7 @@ mod tests {
         // 8 KiB: 22 records of 184 bytes (with the ring's header) fit in half of it.
         assert_eq!(tracer_common::EVENT_RING_BYTES, 184);
         assert_eq!(wakeup_batch(None, 8192).ok(), Some(22));
-        assert_eq!(wakeup_batch(None, 1 << 20).ok(), Some(32));
+        assert_eq!(wakeup_batch(None, 1 << 20).ok(), Some(128));
         assert_eq!(wakeup_batch(Some(0), 4096).ok(), Some(0));
         assert_eq!(wakeup_batch(Some(22), 8192).ok(), Some(22));
         let Err(StartError::Usage(msg)) = wakeup_batch(Some(23), 8192) else {

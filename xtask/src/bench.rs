@@ -157,7 +157,7 @@ impl Preset {
                 ring_max: 64 << 20,
                 wakeup_rounds: 5,
                 steady_rate: 10_000,
-                wakeup_batches: &[0, 8, 128],
+                wakeup_batches: &[0, 8, 32],
                 bpftrace_everywhere: true,
                 hook_loads: HOOK_LOADS,
                 host_everywhere: true,
