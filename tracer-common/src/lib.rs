@@ -179,9 +179,9 @@ pub mod rtn {
 pub mod errno {
     pub const EINTR: u32 = 4;
     pub const EBADF: u32 = 9;
-    pub const EEXIST: u32 = 17;
     pub const EAGAIN: u32 = 11;
     pub const EACCES: u32 = 13;
+    pub const EEXIST: u32 = 17;
     pub const EINVAL: u32 = 22;
     pub const ENOTSOCK: u32 = 88;
     pub const EADDRNOTAVAIL: u32 = 99;
