@@ -309,7 +309,9 @@ fn no_route_is_a_client_side_error() {
 fn resets_name_the_idle_timeout_their_ages_suggest() {
     require_root();
     let pair = Pair::on_unique_subnet("dg-reset");
-    let _server = pair.serve(&["--port", "85", "--reset-after-ms", "200"]);
+    // A second: the ages must cluster within 25 %, and under the VM tier's emulation a
+    // 200 ms timer once fired more than 50 ms late.
+    let _server = pair.serve(&["--port", "85", "--reset-after-ms", "1000"]);
     let run = Diagnose::start(&pair.client.path(), WINDOW, &[]);
     let client = pair.client(&[
         "connect",
@@ -330,7 +332,7 @@ fn resets_name_the_idle_timeout_their_ages_suggest() {
     let report = run.stop();
     let f = only_finding(&report);
     assert_verdict(f, "service", "peer_reset");
-    assert_eq!(f["confidence"], "high");
+    assert_eq!(f["confidence"], "high", "{f:#}");
     assert_counts(f, 3, 3, "", 0);
     assert_eq!(
         f["counts"]["resets"],
@@ -341,7 +343,7 @@ fn resets_name_the_idle_timeout_their_ages_suggest() {
         .as_u64()
         .unwrap_or_else(|| panic!("no idle timeout: {f:#}")) as f64
         / 1e6;
-    assert!((150.0..500.0).contains(&idle), "idle timeout {idle} ms");
+    assert!((900.0..1500.0).contains(&idle), "idle timeout {idle} ms");
 }
 
 #[test]
