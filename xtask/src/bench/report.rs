@@ -772,9 +772,10 @@ fn interpretation(r: &Results, m: &Machine) -> String {
             "**Wake-up batching.** With a wake-up per record (`--wakeup-batch 0`, the \
              kernel's own policy) the storm ran at {} of its untraced speed, the generator \
              spent {} per connect and conntrace {} per event{}; with the default batch \
-             (`--wakeup-batch` unset): {}, {} and {}{}. A wake-up is an inter-processor interrupt raised from \
-             inside the connecting process (in a virtual machine it traps to the \
-             hypervisor), and every one of them costs conntrace a trip through epoll. \
+             (`--wakeup-batch` unset): {}, {} and {}{}. A wake-up is an inter-processor \
+             interrupt raised from inside the connecting process (in a virtual machine it \
+             traps to the hypervisor), and every one of them costs conntrace a trip through \
+             epoll. \
              Records below the batch are read on a 20 ms timer, far below the 200 ms output \
              flush, so batching costs no visible delay.\n\n",
             opt(median(&per_record.ratios).map(pct)),
