@@ -77,6 +77,7 @@ impl Reader {
     ) -> std::io::Result<Batch> {
         // Per batch, so that a stepped wall clock shows in the records within one batch.
         self.kernel.boot_to_unix_ns = monotonic_to_unix_ns();
+        let now = std::time::Instant::now();
         let mut b = Batch::default();
         while b.items < limit && !b.past_stop {
             let Some(item) = ring.next() else { break };
@@ -90,7 +91,7 @@ impl Reader {
                 self.counts.malformed += 1;
                 continue;
             };
-            self.procs.enrich(&mut event.process);
+            self.procs.enrich(&mut event.process, now);
             if !self.procs.wanted(&event.process) {
                 self.counts.filtered += 1;
                 continue;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{
     SCHEMA_VERSION,
     schema::{BareEvent, HostObj, Kind, StartConntrace, StartRecord, StatsConntrace, StatsRecord},
-    time::{rfc3339_nanos, write_rfc3339_nanos},
+    time::{Timestamps, rfc3339_nanos},
 };
 use crate::{
     errno,
@@ -26,153 +26,175 @@ use crate::{
 /// cost several times the rest of conntrace's work per event (docs/benchmarks.md). The
 /// bytes are the ones [`super::schema::EventRecord`] writes; a test keeps the two in
 /// step. Fields in the order docs/schema.md lists them.
-pub fn write_event(out: &mut impl Write, e: &ConnEvent, host: &str) -> std::io::Result<()> {
-    out.write_all(b"{\"@timestamp\":\"")?;
-    write_rfc3339_nanos(out, e.time_ns)?;
-    out.write_all(
+///
+/// Straight into the record's `Vec`, not through `io::Write`: each literal below is then
+/// copied by a few inlined moves instead of a call to `memcpy`, and numbers are written
+/// digit by digit in place. The dozens of such calls per record were the largest item in
+/// a profile of a refused storm (docs/benchmarks.md).
+pub fn write_event(
+    out: &mut Vec<u8>,
+    e: &ConnEvent,
+    host: &str,
+    stamps: &mut Timestamps,
+) -> std::io::Result<()> {
+    out.reserve(RECORD_BYTES_HINT);
+    put(out, b"{\"@timestamp\":\"");
+    stamps.put(out, e.time_ns);
+    put(
+        out,
         b"\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\
           \"type\":[\"connection\"],\"action\":\"",
-    )?;
-    out.write_all(e.action.as_str().as_bytes())?;
-    out.write_all(b"\",\"outcome\":\"")?;
-    out.write_all(e.outcome.as_str().as_bytes())?;
-    out.write_all(b"\",\"reason\":\"")?;
-    out.write_all(e.reason.as_str().as_bytes())?;
-    out.write_all(b"\"")?;
+    );
+    put(out, e.action.as_str().as_bytes());
+    put(out, b"\",\"outcome\":\"");
+    put(out, e.outcome.as_str().as_bytes());
+    put(out, b"\",\"reason\":\"");
+    put(out, e.reason.as_str().as_bytes());
+    put(out, b"\"");
     if let Some(d) = e.duration_ns {
-        out.write_all(b",\"duration\":")?;
-        write_u64(out, d)?;
+        put(out, b",\"duration\":");
+        put_u64(out, d);
     }
-    out.write_all(b"}")?;
+    put(out, b"}");
     if let Some(n) = e.errno {
-        out.write_all(b",\"error\":{\"code\":\"")?;
+        put(out, b",\"error\":{\"code\":\"");
         match errno::known(n) {
-            Some(name) => out.write_all(name.as_bytes())?,
+            Some(name) => put(out, name.as_bytes()),
             None => {
-                out.write_all(b"E")?;
-                write_u64(out, u64::from(n))?;
+                put(out, b"E");
+                put_u64(out, u64::from(n));
             }
         }
-        out.write_all(b"\"}")?;
+        put(out, b"\"}");
     }
+    write_process(out, &e.process)?;
+    if let Some(source) = e.source {
+        put(out, b",\"source\":");
+        put_endpoint(out, source);
+    }
+    put(out, b",\"destination\":");
+    put_endpoint(out, e.destination);
+    put(out, b",\"network\":{\"type\":\"");
+    put(out, e.network_type().as_bytes());
+    put(out, b"\",\"transport\":\"tcp\"},\"host\":{\"name\":");
+    write_str(out, host)?;
+    put(out, b"},\"conntrace\":{\"schema_version\":");
+    put_u64(out, u64::from(SCHEMA_VERSION));
     let p = &e.process;
-    out.write_all(b",\"process\":{\"pid\":")?;
-    write_u64(out, u64::from(p.pid))?;
-    out.write_all(b",\"name\":")?;
+    put(out, b",\"netns\":");
+    put_u64(out, u64::from(e.netns));
+    put(out, b",\"cgroup_id\":");
+    put_u64(out, p.cgroup_id);
+    put(out, b",\"syns_sent\":");
+    put_u64(out, u64::from(e.syns_sent()));
+    put(out, b",\"syn_retransmits\":");
+    put_u64(out, u64::from(e.syn_retransmits));
+    put(out, b",\"retransmits\":");
+    put_u64(out, u64::from(e.retransmits));
+    if let Some(state) = e.tcp_state.and_then(tcp_state_name) {
+        put(out, b",\"tcp_state\":\"");
+        put(out, state.as_bytes());
+        put(out, b"\"");
+    }
+    if let Some(age) = e.age_ns {
+        put(out, b",\"age\":");
+        put_u64(out, age);
+    }
+    write_details(out, &e.details)?;
+    if p.cgroup_v1_id != 0 {
+        put(out, b",\"cgroup_v1_id\":");
+        put_u64(out, p.cgroup_v1_id);
+    }
+    if p.args_truncated {
+        put(out, b",\"args_truncated\":true");
+    }
+    if let Some(why) = p.details_missing {
+        put(out, b",\"details_missing\":\"");
+        put(out, why.as_str().as_bytes());
+        put(out, b"\"");
+    }
+    put(out, b"}}\n");
+    Ok(())
+}
+
+/// What most records take, so that one reservation covers the whole line.
+const RECORD_BYTES_HINT: usize = 768;
+
+/// `,"process":{…},"user":{…}`.
+fn write_process(out: &mut Vec<u8>, p: &crate::model::Process) -> std::io::Result<()> {
+    put(out, b",\"process\":{\"pid\":");
+    put_u64(out, u64::from(p.pid));
+    put(out, b",\"name\":");
     write_str(out, &p.name)?;
-    out.write_all(b",\"thread\":{\"id\":")?;
-    write_u64(out, u64::from(p.tid))?;
-    out.write_all(b"}")?;
+    put(out, b",\"thread\":{\"id\":");
+    put_u64(out, u64::from(p.tid));
+    put(out, b"}");
     if let Some(exe) = &p.executable {
-        out.write_all(b",\"executable\":")?;
+        put(out, b",\"executable\":");
         write_str(out, exe)?;
     }
     if let Some(args) = &p.args {
-        out.write_all(b",\"args\":[")?;
+        put(out, b",\"args\":[");
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
-                out.write_all(b",")?;
+                put(out, b",");
             }
             write_str(out, a)?;
         }
-        out.write_all(b"]")?;
+        put(out, b"]");
     }
     if let Some(identity) = &p.identity {
         write_identity(out, identity)?;
     }
-    out.write_all(b"},\"user\":{\"id\":\"")?;
-    write_u64(out, u64::from(p.uid))?;
-    out.write_all(b"\"}")?;
-    if let Some(source) = e.source {
-        out.write_all(b",\"source\":")?;
-        write_endpoint(out, source)?;
-    }
-    out.write_all(b",\"destination\":")?;
-    write_endpoint(out, e.destination)?;
-    out.write_all(b",\"network\":{\"type\":\"")?;
-    out.write_all(e.network_type().as_bytes())?;
-    out.write_all(b"\",\"transport\":\"tcp\"},\"host\":{\"name\":")?;
-    write_str(out, host)?;
-    out.write_all(b"},\"conntrace\":{\"schema_version\":")?;
-    write_u64(out, u64::from(SCHEMA_VERSION))?;
-    for (key, value) in [
-        (&b",\"netns\":"[..], u64::from(e.netns)),
-        (b",\"cgroup_id\":", p.cgroup_id),
-        (b",\"syns_sent\":", u64::from(e.syns_sent())),
-        (b",\"syn_retransmits\":", u64::from(e.syn_retransmits)),
-        (b",\"retransmits\":", u64::from(e.retransmits)),
-    ] {
-        out.write_all(key)?;
-        write_u64(out, value)?;
-    }
-    if let Some(state) = e.tcp_state.and_then(tcp_state_name) {
-        out.write_all(b",\"tcp_state\":\"")?;
-        out.write_all(state.as_bytes())?;
-        out.write_all(b"\"")?;
-    }
-    if let Some(age) = e.age_ns {
-        out.write_all(b",\"age\":")?;
-        write_u64(out, age)?;
-    }
-    write_details(out, &e.details)?;
-    if p.cgroup_v1_id != 0 {
-        out.write_all(b",\"cgroup_v1_id\":")?;
-        write_u64(out, p.cgroup_v1_id)?;
-    }
-    if p.args_truncated {
-        out.write_all(b",\"args_truncated\":true")?;
-    }
-    if let Some(why) = p.details_missing {
-        out.write_all(b",\"details_missing\":\"")?;
-        out.write_all(why.as_str().as_bytes())?;
-        out.write_all(b"\"")?;
-    }
-    out.write_all(b"}}\n")
+    put(out, b"},\"user\":{\"id\":\"");
+    put_u64(out, u64::from(p.uid));
+    put(out, b"\"}");
+    Ok(())
 }
 
 /// The rarer facts, each only when it says something.
-fn write_details(out: &mut impl Write, d: &Details) -> std::io::Result<()> {
+fn write_details(out: &mut Vec<u8>, d: &Details) -> std::io::Result<()> {
     if d.accepted {
-        out.write_all(b",\"direction\":\"inbound\"")?;
+        put(out, b",\"direction\":\"inbound\"");
     }
     if d.closed_after_error {
-        out.write_all(b",\"closed_by_application\":true")?;
+        put(out, b",\"closed_by_application\":true");
     }
     if d.local_drops > 0 {
-        out.write_all(b",\"local_drops\":")?;
-        write_u64(out, u64::from(d.local_drops))?;
+        put(out, b",\"local_drops\":");
+        put_u64(out, u64::from(d.local_drops));
     }
     if let Some(reason) = &d.drop_reason {
-        out.write_all(b",\"local_drop_reason\":")?;
+        put(out, b",\"local_drop_reason\":");
         write_str(out, reason)?;
     }
     if let Some(bytes) = d.bytes {
-        out.write_all(b",\"bytes_received\":")?;
-        write_u64(out, bytes.received)?;
-        out.write_all(b",\"bytes_sent\":")?;
-        write_u64(out, bytes.sent)?;
+        put(out, b",\"bytes_received\":");
+        put_u64(out, bytes.received);
+        put(out, b",\"bytes_sent\":");
+        put_u64(out, bytes.sent);
     }
     if let Some(fin) = d.peer_fin {
-        out.write_all(b",\"idle_before_peer_fin\":")?;
-        write_u64(out, fin.idle_before_ns)?;
-        out.write_all(b",\"since_peer_fin\":")?;
-        write_u64(out, fin.since_ns)?;
+        put(out, b",\"idle_before_peer_fin\":");
+        put_u64(out, fin.idle_before_ns);
+        put(out, b",\"since_peer_fin\":");
+        put_u64(out, fin.since_ns);
     }
     Ok(())
 }
 
 /// `"container":{…},"pod":{…}` inside `process`: the traced process's own container and
 /// pod (docs/schema.md says why not at the top level).
-fn write_identity(out: &mut impl Write, identity: &Identity) -> std::io::Result<()> {
+fn write_identity(out: &mut Vec<u8>, identity: &Identity) -> std::io::Result<()> {
     if let Some(c) = &identity.container {
-        out.write_all(b",\"container\":{\"id\":")?;
+        put(out, b",\"container\":{\"id\":");
         write_str(out, &c.id)?;
         write_opt(out, b",\"runtime\":", c.runtime.as_deref())?;
         write_opt(out, b",\"name\":", c.name.as_deref())?;
-        out.write_all(b"}")?;
+        put(out, b"}");
     }
     if let Some(pod) = &identity.pod {
-        out.write_all(b",\"pod\":{")?;
+        put(out, b",\"pod\":{");
         let mut sep: &[u8] = b"";
         for (key, value) in [
             (&b"\"name\":"[..], pod.name.as_deref()),
@@ -180,29 +202,29 @@ fn write_identity(out: &mut impl Write, identity: &Identity) -> std::io::Result<
             (b"\"namespace\":", pod.namespace.as_deref()),
         ] {
             if let Some(v) = value {
-                out.write_all(sep)?;
-                out.write_all(key)?;
+                put(out, sep);
+                put(out, key);
                 write_str(out, v)?;
                 sep = b",";
             }
         }
         if let Some(w) = &pod.workload {
-            out.write_all(sep)?;
-            out.write_all(b"\"workload\":{\"kind\":\"")?;
-            out.write_all(w.kind.as_str().as_bytes())?;
-            out.write_all(b"\",\"name\":")?;
+            put(out, sep);
+            put(out, b"\"workload\":{\"kind\":\"");
+            put(out, w.kind.as_str().as_bytes());
+            put(out, b"\",\"name\":");
             write_str(out, &w.name)?;
-            out.write_all(b"}")?;
+            put(out, b"}");
         }
-        out.write_all(b"}")?;
+        put(out, b"}");
     }
     Ok(())
 }
 
-fn write_opt(out: &mut impl Write, key: &[u8], value: Option<&str>) -> std::io::Result<()> {
+fn write_opt(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) -> std::io::Result<()> {
     match value {
         Some(v) => {
-            out.write_all(key)?;
+            put(out, key);
             write_str(out, v)
         }
         None => Ok(()),
@@ -211,47 +233,108 @@ fn write_opt(out: &mut impl Write, key: &[u8], value: Option<&str>) -> std::io::
 
 /// A JSON string. Names, paths and arguments rarely need escaping: those that do go
 /// through serde_json, which escapes them as it escapes everything else.
-fn write_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+fn write_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.write_all(b"\"")?;
-        out.write_all(s.as_bytes())?;
-        out.write_all(b"\"")
+        put(out, b"\"");
+        put(out, s.as_bytes());
+        put(out, b"\"");
+        Ok(())
     } else {
         serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
     }
 }
 
-fn write_u64(out: &mut impl Write, mut v: u64) -> std::io::Result<()> {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+#[inline(always)]
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes);
+}
+
+/// A number's decimal digits, in words of eight built in a register (see [`digits8`]).
+#[inline]
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    const E8: u64 = 100_000_000;
+    // Each part is below 10^8, so the casts keep every bit.
+    if v < E8 {
+        put_leading(out, v as u32);
+    } else if v < E8 * E8 {
+        put_leading(out, (v / E8) as u32);
+        put_eight(out, (v % E8) as u32);
+    } else {
+        put_leading(out, (v / (E8 * E8)) as u32);
+        put_eight(out, (v / E8 % E8) as u32);
+        put_eight(out, (v % E8) as u32);
     }
-    out.write_all(&buf[i..])
+}
+
+/// The eight decimal digits of `v` (below 10^8, zero-padded), as the bytes of a
+/// little-endian word, highest digit first.
+///
+/// Built in a register and stored at once, not byte by byte into a buffer that is then
+/// copied: that copy waited on the narrow stores before it (a failed store-to-load
+/// forward), and the waits cost more than the formatting. A copy of constant length is
+/// also a few inlined moves, where one of variable length is a call to `memcpy`. The
+/// digits are split in lanes of one word (SIMD within a register): the two halves of
+/// four digits, then pairs, then single digits, each step one multiply for all lanes.
+#[inline]
+pub(super) fn digits8(v: u32) -> u64 {
+    let v = u64::from(v);
+    // Lanes of 32 bits: the high four digits in the low lane (it is written first).
+    let fours = (v / 10_000) | ((v % 10_000) << 32);
+    // x / 100 as (x * 10486) >> 20, exact below 10^4; lanes of 16 bits.
+    let hundreds = ((fours * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let pairs = hundreds | ((fours - 100 * hundreds) << 16);
+    // x / 10 as (x * 103) >> 10, exact below 100; lanes of 8 bits.
+    let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | ((pairs - 10 * tens) << 8);
+    digits | 0x3030_3030_3030_3030
+}
+
+/// `v` (below 10^8) without leading zeros: the word is appended whole, then cut.
+#[inline]
+fn put_leading(out: &mut Vec<u8>, v: u32) {
+    let word = digits8(v);
+    // Leading zeros are the low bytes whose digit is 0; at least one digit stays.
+    let zeros = ((word & 0x0F0F_0F0F_0F0F_0F0F).trailing_zeros() / 8).min(7) as usize;
+    let start = out.len();
+    out.extend_from_slice(&(word >> (8 * zeros)).to_le_bytes());
+    out.truncate(start + 8 - zeros);
+}
+
+/// `v` (below 10^8) as exactly eight digits.
+#[inline]
+fn put_eight(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&digits8(v).to_le_bytes());
+}
+
+/// An IPv4 address's dotted octets; each with its dot in one word (see [`digits8`]).
+fn put_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        let len = match octet {
+            0..10 => 1,
+            10..100 => 2,
+            _ => 3,
+        };
+        let word = (digits8(u32::from(octet)) >> (8 * (8 - len))) | (u64::from(b'.') << (8 * len));
+        let start = out.len();
+        out.extend_from_slice(&word.to_le_bytes());
+        // The last octet has no dot after it.
+        out.truncate(start + len + usize::from(i < 3));
+    }
 }
 
 /// `{"ip":"10.0.0.2","port":80}`.
-fn write_endpoint(out: &mut impl Write, addr: SocketAddr) -> std::io::Result<()> {
-    out.write_all(b"{\"ip\":\"")?;
+fn put_endpoint(out: &mut Vec<u8>, addr: SocketAddr) {
+    put(out, b"{\"ip\":\"");
     match addr.ip() {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b".")?;
-                }
-                write_u64(out, u64::from(octet))?;
-            }
+        IpAddr::V4(v4) => put_ipv4(out, v4),
+        IpAddr::V6(v6) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
         }
-        IpAddr::V6(v6) => write!(out, "{v6}")?,
     }
-    out.write_all(b"\",\"port\":")?;
-    write_u64(out, u64::from(addr.port()))?;
-    out.write_all(b"}")
+    put(out, b"\",\"port\":");
+    put_u64(out, u64::from(addr.port()));
+    put(out, b"}");
 }
 
 /// The stream's first record: which attach path was chosen, on which kernel.
@@ -340,12 +423,48 @@ mod tests {
 
     fn written(e: &ConnEvent, host: &str) -> String {
         let mut out = Vec::new();
-        write_event(&mut out, e, host).unwrap();
+        write_event(&mut out, e, host, &mut Timestamps::default()).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     fn base() -> ConnEvent {
         super::super::tests::refused()
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_std_formats_them() {
+        let mut values: Vec<u64> = (0..100_000).collect();
+        for digits in 1..=20u32 {
+            let p = 10u64.saturating_pow(digits - 1);
+            values.extend([p.saturating_sub(1), p, p + 1, p.saturating_mul(7) + 3]);
+        }
+        values.extend([
+            u64::from(u32::MAX),
+            u64::MAX,
+            u64::MAX - 1,
+            99_999_999,
+            100_000_000,
+        ]);
+        for v in values {
+            let mut out = Vec::new();
+            put_u64(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+        for v in [0, 5, 9, 10, 42, 99, 100, 255, 1234, 99_999_999] {
+            let word = digits8(v).to_le_bytes();
+            assert_eq!(std::str::from_utf8(&word).unwrap(), format!("{v:08}"));
+        }
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.2",
+            "127.0.0.1",
+            "1.22.133.9",
+        ] {
+            let mut out = Vec::new();
+            put_ipv4(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub(crate) mod tests {
 
     fn json_of(e: &ConnEvent) -> Value {
         let mut out = Vec::new();
-        json::write_event(&mut out, e, "node-1").unwrap();
+        json::write_event(&mut out, e, "node-1", &mut time::Timestamps::default()).unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(
             out.ends_with('\n') && out.matches('\n').count() == 1,

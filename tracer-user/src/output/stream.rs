@@ -10,7 +10,9 @@ use std::{cell::RefCell, io, rc::Rc};
 use super::{
     json,
     queue::{Grace, Producer, Tally},
-    text, to_stderr,
+    text,
+    time::Timestamps,
+    to_stderr,
     writer::{self, Closed, Destination, Writer},
 };
 use crate::{
@@ -35,6 +37,7 @@ pub struct Stream {
     grace: Grace,
     reopens: bool,
     header_written: bool,
+    stamps: Timestamps,
 }
 
 impl Stream {
@@ -55,6 +58,7 @@ impl Stream {
             grace,
             reopens: matches!(destination, Destination::File(_)),
             header_written: false,
+            stamps: Timestamps::default(),
         })
     }
 
@@ -85,11 +89,11 @@ impl Stream {
 
     /// A connection record; dropped (and counted) when the queue is full.
     pub fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
-        let host = &self.host;
+        let (host, stamps) = (&self.host, &mut self.stamps);
         match self.format {
             Format::Json => self
                 .producer
-                .record(false, |out| json::write_event(out, e, host)),
+                .record(false, |out| json::write_event(out, e, host, stamps)),
             Format::Text => {
                 if !self.header_written {
                     self.header_written = true;
@@ -179,6 +183,7 @@ pub mod tests {
             grace: Grace::default(),
             reopens: false,
             header_written: false,
+            stamps: Timestamps::default(),
         }
     }
 

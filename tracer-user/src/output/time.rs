@@ -14,15 +14,45 @@ pub fn rfc3339_nanos(unix_ns: u64) -> String {
     )
 }
 
-/// [`rfc3339_nanos`] written into `out` without allocating: it runs for every record.
-pub fn write_rfc3339_nanos(out: &mut impl std::io::Write, unix_ns: u64) -> std::io::Result<()> {
-    let secs = unix_ns / 1_000_000_000;
+/// [`rfc3339_nanos`] written into records without allocating: it runs for every record.
+/// Records come in time order, many per second, so the date and time of day are formatted
+/// once per second and only the nanoseconds per record.
+#[derive(Debug, Default)]
+pub struct Timestamps {
+    /// The second [`Self::prefix`] was formatted for, plus one (0: none yet).
+    second_plus_one: u64,
+    /// `2026-11-28T18:13:35.`
+    prefix: [u8; 20],
+}
+
+impl Timestamps {
+    pub fn put(&mut self, out: &mut Vec<u8>, unix_ns: u64) {
+        let secs = unix_ns / 1_000_000_000;
+        if self.second_plus_one != secs.wrapping_add(1) {
+            let Some(prefix) = date_and_time_prefix(secs) else {
+                out.extend_from_slice(rfc3339_nanos(unix_ns).as_bytes());
+                return;
+            };
+            self.prefix = prefix;
+            self.second_plus_one = secs.wrapping_add(1);
+        }
+        let nanos = unix_ns % 1_000_000_000;
+        out.extend_from_slice(&self.prefix);
+        // Below 10, and below 10^8: the casts keep every bit.
+        out.push(b'0' + (nanos / 100_000_000) as u8);
+        out.extend_from_slice(&super::json::digits8((nanos % 100_000_000) as u32).to_le_bytes());
+        out.push(b'Z');
+    }
+}
+
+/// `2026-11-28T18:13:35.`, or `None` past year 9999.
+fn date_and_time_prefix(secs: u64) -> Option<[u8; 20]> {
     let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     let Ok(y @ 0..=9999) = u64::try_from(y) else {
-        return out.write_all(rfc3339_nanos(unix_ns).as_bytes());
+        return None;
     };
     let rem = secs % 86_400;
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    let mut b = *b"0000-00-00T00:00:00.";
     for (range, value) in [
         (0..4, y),
         (5..7, u64::from(m)),
@@ -30,7 +60,6 @@ pub fn write_rfc3339_nanos(out: &mut impl std::io::Write, unix_ns: u64) -> std::
         (11..13, rem / 3600),
         (14..16, rem / 60 % 60),
         (17..19, rem % 60),
-        (20..29, unix_ns % 1_000_000_000),
     ] {
         let mut v = value;
         for slot in b[range].iter_mut().rev() {
@@ -38,7 +67,7 @@ pub fn write_rfc3339_nanos(out: &mut impl std::io::Write, unix_ns: u64) -> std::
             v /= 10;
         }
     }
-    out.write_all(&b)
+    Some(b)
 }
 
 /// `18:13:35.123` (UTC), for the text view.
@@ -112,6 +141,7 @@ mod tests {
 
     #[test]
     fn written_without_allocating_as_formatted() {
+        let mut stamps = Timestamps::default();
         for ns in [
             0,
             1_795_889_615_123_456_789,
@@ -119,8 +149,22 @@ mod tests {
             951_868_799_999_999_999,
             u64::MAX,
         ] {
+            // Twice: formatted, then from the cached second (and again after a change).
+            for _ in 0..2 {
+                let mut out = Vec::new();
+                stamps.put(&mut out, ns);
+                assert_eq!(String::from_utf8(out).unwrap(), rfc3339_nanos(ns), "{ns}");
+            }
+        }
+        // Within one second, and across the boundary to the next.
+        for ns in [
+            1_795_889_615_000_000_000,
+            1_795_889_615_999_999_999,
+            1_795_889_616_000_000_001,
+            1_795_889_614_500_000_000,
+        ] {
             let mut out = Vec::new();
-            write_rfc3339_nanos(&mut out, ns).unwrap();
+            stamps.put(&mut out, ns);
             assert_eq!(String::from_utf8(out).unwrap(), rfc3339_nanos(ns), "{ns}");
         }
     }
