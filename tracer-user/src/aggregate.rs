@@ -329,7 +329,7 @@ pub struct LastError {
 /// Everything known about one (workload, destination).
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
-    pub executable: Option<String>,
+    pub executable: Option<Arc<str>>,
     pub pids: PidSet,
     /// Network namespace of the most recent record.
     pub netns: u32,
@@ -616,12 +616,12 @@ impl Entry {
 
     /// Heap bytes held, approximately (histograms, strings, small collections).
     pub fn heap_bytes(&self) -> usize {
-        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
         // A BTreeMap entry costs its key and value plus about as much again in node overhead.
         let map_entry = 2 * (size_of::<u32>() + size_of::<u64>());
         self.connect_time.heap_bytes()
             + self.time_to_fail.heap_bytes()
-            + text(&self.executable)
+            // Shared with the enricher's cache, but counted here as if it were not.
+            + self.executable.as_ref().map_or(0, |e| e.len())
             + self.pids.pids.capacity() * size_of::<u32>()
             + (self.reset_ages_ns.capacity()
                 + self.stale_reuse.idle_before_fin_ns.capacity()

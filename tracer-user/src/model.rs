@@ -142,7 +142,7 @@ pub struct Process {
     /// The task's `comm` (at most 15 bytes).
     pub name: String,
     /// From procfs; `None` when the process has exited or procfs said nothing.
-    pub executable: Option<String>,
+    pub executable: Option<Arc<str>>,
     /// From procfs, with `--args` only: secrets redacted, bounded in bytes.
     pub args: Option<Vec<String>>,
     /// Arguments were left out or cut to stay within the byte bounds.

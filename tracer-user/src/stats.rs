@@ -1,13 +1,17 @@
 //! What the run has seen and lost, for the periodic and final stats records.
 use std::collections::BTreeMap;
 
-use crate::{enrich::EnrichCounts, loader::KernelCounters, model::ConnEvent};
+use crate::{
+    enrich::EnrichCounts,
+    loader::KernelCounters,
+    model::{Action, ConnEvent, Reason},
+};
 
 /// Userspace's own counts; the kernel's come from [`KernelCounters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Records by `action.reason` (for example `connect.refused`).
-    pub by_kind: BTreeMap<String, u64>,
+    /// Records by action and reason; [`Counts::by_kind_named`] names them.
+    pub by_kind: BTreeMap<(Action, Reason), u64>,
     /// Records received from the kernel.
     pub received: u64,
     /// Ring-buffer items that were not a valid record.
@@ -21,21 +25,19 @@ pub struct Counts {
 impl Counts {
     pub fn record(&mut self, event: &ConnEvent) {
         self.received += 1;
-        // The key is built on the stack: this runs for every event, and the map holds a
-        // dozen keys at most, so only a new one is allocated.
-        let (action, reason) = (event.action.as_str(), event.reason.as_str());
-        let mut buf = [0u8; 64];
-        let len = action.len() + 1 + reason.len();
-        buf[..action.len()].copy_from_slice(action.as_bytes());
-        buf[action.len()] = b'.';
-        buf[action.len() + 1..len].copy_from_slice(reason.as_bytes());
-        let key = std::str::from_utf8(&buf[..len]).unwrap_or_default();
-        match self.by_kind.get_mut(key) {
-            Some(n) => *n += 1,
-            None => {
-                self.by_kind.insert(key.to_owned(), 1);
-            }
-        }
+        // Keyed by the two enums, not by their name: this runs for every record.
+        *self
+            .by_kind
+            .entry((event.action, event.reason))
+            .or_default() += 1;
+    }
+
+    /// Records by `action.reason` (for example `connect.refused`), for the stats records.
+    pub fn by_kind_named(&self) -> BTreeMap<String, u64> {
+        self.by_kind
+            .iter()
+            .map(|((action, reason), n)| (format!("{}.{}", action.as_str(), reason.as_str()), *n))
+            .collect()
     }
 }
 

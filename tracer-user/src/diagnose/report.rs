@@ -310,7 +310,7 @@ fn write_finding(out: &mut impl Write, rank: usize, f: &Finding<'_>) -> std::io:
             .join(", "),
         if f.entry.pids.more { ", ..." } else { "" }
     )];
-    who.extend(f.entry.executable.clone());
+    who.extend(f.entry.executable.as_deref().map(String::from));
     if let Some(w) = &f.key.workload {
         who.extend(
             w.pod()
@@ -568,7 +568,7 @@ mod tests {
             let mut agg = Aggregator::new(10);
             let mut e = connect(Reason::Refused, "10.0.0.2:81", 1);
             e.process.name = (*raw).to_owned();
-            e.process.executable = Some(format!("/tmp/{raw}/app"));
+            e.process.executable = Some(format!("/tmp/{raw}/app").into());
             agg.record(&e);
             let text = render(false, &agg);
             assert_eq!(raw_controls(text.as_bytes()), [] as [usize; 0], "{raw:?}");

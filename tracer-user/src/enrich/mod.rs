@@ -95,7 +95,8 @@ struct ProcKey {
 /// What procfs said about a process.
 #[derive(Clone, Debug, Default)]
 struct ProcInfo {
-    executable: Option<String>,
+    /// Shared with every record of the process: a clone per record is a count, not a copy.
+    executable: Option<Arc<str>>,
     args: Option<args::Args>,
     missing: Option<DetailsMissing>,
     /// From `/proc/PID/cgroup`, when the kernel's cgroup ids said nothing conclusive.
@@ -110,7 +111,7 @@ impl ProcInfo {
                 .map(|s| s.capacity() + size_of::<String>())
                 .sum()
         });
-        128 + comm.len() + self.executable.as_ref().map_or(0, String::capacity) + args
+        128 + comm.len() + self.executable.as_ref().map_or(0, |e| e.len()) + args
     }
 }
 
@@ -419,7 +420,7 @@ fn lookup(procfs: &procfs::Procfs, resolver: &mut Resolver, with_args: bool, q: 
                         .and_then(|t| resolver.by_proc_cgroup(t))
                         .map(Arc::new)
                 },
-                executable: d.executable,
+                executable: d.executable.map(Arc::from),
                 args: d.args,
                 missing: None,
             },

@@ -254,7 +254,10 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     const E8: u64 = 100_000_000;
     // Each part is below 10^8, so the casts keep every bit.
-    if v < E8 {
+    if v < 10 {
+        // Most counts in a record (SYNs, retransmits, the schema version) are one digit.
+        out.push(b'0' + v as u8);
+    } else if v < E8 {
         put_leading(out, v as u32);
     } else if v < E8 * E8 {
         put_leading(out, (v / E8) as u32);
@@ -369,7 +372,7 @@ pub fn write_stats(out: &mut impl Write, s: &Snapshot, host: &str) -> std::io::R
         conntrace: StatsConntrace {
             schema_version: SCHEMA_VERSION,
             is_final: s.is_final,
-            events: s.counts.by_kind.clone(),
+            events: s.counts.by_kind_named(),
             received: s.counts.received,
             malformed: s.counts.malformed,
             kernel_submitted: s.kernel.submitted,

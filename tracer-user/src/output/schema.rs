@@ -222,7 +222,7 @@ impl EventRecord {
                 pid: p.pid,
                 name: p.name.clone(),
                 thread: ThreadObj { id: p.tid },
-                executable: p.executable.clone(),
+                executable: p.executable.as_deref().map(String::from),
                 args: p.args.clone(),
                 container: p.container().map(super::summary::container_obj),
                 pod: p.pod().map(super::summary::pod_obj),

@@ -97,7 +97,7 @@ pub fn subject(key: &Key, e: &Entry) -> SubjectObj {
     SubjectObj {
         process: key.workload.as_ref().map(|w| SummaryProcess {
             name: w.name.clone(),
-            executable: e.executable.clone(),
+            executable: e.executable.as_deref().map(String::from),
             container: w.container().map(container_obj),
             pod: w.pod().map(pod_obj),
         }),

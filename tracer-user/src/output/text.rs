@@ -121,7 +121,7 @@ fn detail(e: &ConnEvent) -> String {
 pub fn write_stats(out: &mut impl Write, s: &Snapshot) -> std::io::Result<()> {
     let kinds: Vec<String> = s
         .counts
-        .by_kind
+        .by_kind_named()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
