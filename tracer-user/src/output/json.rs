@@ -439,7 +439,7 @@ mod tests {
         let mut values: Vec<u64> = (0..100_000).collect();
         for digits in 1..=20u32 {
             let p = 10u64.saturating_pow(digits - 1);
-            values.extend([p.saturating_sub(1), p, p + 1, p.saturating_mul(7) + 3]);
+            values.extend([p - 1, p, p + 1, p.saturating_mul(7).saturating_add(3)]);
         }
         values.extend([
             u64::from(u32::MAX),
