@@ -3,6 +3,7 @@
 //! that a writer thread ([`writer`]) empties to stdout or a file. The JSON records' one
 //! definition is [`schema`]; the writers are checked against it. [`http`] serves the
 //! Prometheus metrics.
+pub mod digits;
 pub mod hook;
 pub mod http;
 pub mod json;

@@ -40,7 +40,7 @@ impl Timestamps {
         out.extend_from_slice(&self.prefix);
         // Below 10, and below 10^8: the casts keep every bit.
         out.push(b'0' + (nanos / 100_000_000) as u8);
-        out.extend_from_slice(&super::json::digits8((nanos % 100_000_000) as u32).to_le_bytes());
+        super::digits::put_eight(out, (nanos % 100_000_000) as u32);
         out.push(b'Z');
     }
 }
